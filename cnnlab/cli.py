@@ -1,0 +1,58 @@
+"""The `cnnlab` command.
+
+Each subcommand lives in its own module under `cnnlab.commands` with a function
+`add_parser(subparsers)` that adds its parser and sets `func=run(args) -> int`.
+A user error (`CnnlabError`) prints one line, `cnnlab: error: ...`, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from cnnlab import __version__
+from cnnlab.errors import CnnlabError
+
+# Order here is the order in `cnnlab --help`.
+COMMANDS = (
+    "train", "evaluate", "predict", "models", "data", "env",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnlab",
+        description="Design, train, measure and cost small convolutional image classifiers.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"cnnlab.commands.{name.replace('-', '_')}").add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CnnlabError as e:
+        print(f"cnnlab: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno == 28:  # ENOSPC
+            print(f"cnnlab: error: the disk is full ({e.filename or 'writing output'}): free space and run again; "
+                  "files already written are intact", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

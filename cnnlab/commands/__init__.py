@@ -1,0 +1,1 @@
+"""One module per `cnnlab` subcommand (see cnnlab/cli.py)."""

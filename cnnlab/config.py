@@ -1,0 +1,77 @@
+"""The training configuration: one dataclass, saved as `config.yaml` in every run directory.
+
+A run directory's `config.yaml` holds every field below, resolved (defaults filled in), so a
+run can be rebuilt from it alone: `cnnlab train --config RUN_DIR/config.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import yaml
+
+from cnnlab.errors import CnnlabError
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    engine: str = "torch"  # torch | scratch
+    model: str = "lenet5"  # a registered name or a spec string
+    model_args: dict = field(default_factory=dict)  # extra keyword arguments for the model builder
+    loss: str | None = None  # softmax | svm; None: the model's own (a spec's last token)
+    # data
+    dataset: str = "mnist"
+    data_dir: str | None = None  # None: $CNNLAB_DATA_DIR or the per-user cache
+    val_size: int = 5000  # images carved out of the training set, seeded
+    subset: int | None = None  # train on only this many training images
+    augment: str = "none"  # e.g. "crop+flip", "crop:4+flip+cutout:8", "translate:2"
+    # optimisation
+    epochs: int = 5
+    batch_size: int = 128
+    optimizer: str = "adam"  # sgd | adam (and more, see cnnlab.train.optim)
+    lr: float | None = None  # None: the optimizer's usual default
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    optimizer_args: dict = field(default_factory=dict)  # e.g. {betas: [0.9, 0.99]}, {lookahead_k: 5}
+    schedule: str = "none"  # none | step | cosine (and more, see cnnlab.train.schedules)
+    schedule_args: dict = field(default_factory=dict)  # e.g. {step_epochs: 10, gamma: 0.1, warmup_epochs: 1}
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    early_stop: int | None = None  # patience in epochs without a better validation accuracy
+    # run control
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # CPU threads for torch; None: torch's default
+    eval_batch_size: int = 1000
+    save_every_steps: int | None = None  # mid-epoch checkpoint interval; None: every 60 s
+    out: str | None = None  # run directory; None: runs/<model>-<dataset>-<time>
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config") -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise CnnlabError(f"unknown key '{unknown[0]}' in {where}: valid keys are {', '.join(sorted(names))}")
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path) -> "TrainConfig":
+        try:
+            with open(path) as f:
+                d = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise CnnlabError(f"config file {path} not found") from None
+        except yaml.YAMLError as e:
+            raise CnnlabError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(d, dict):
+            raise CnnlabError(f"config file {path} must hold a mapping of keys to values")
+        return cls.from_dict(d, where=str(path))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)

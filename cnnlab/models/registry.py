@@ -1,0 +1,67 @@
+"""The model registry: every model cnnlab can build, by name.
+
+    @register_model("lenet5")
+    def lenet5(num_classes=10, in_channels=3, input_size=32, **kw) -> nn.Module: ...
+
+    model = create_model("lenet5", num_classes=10, in_channels=1, input_size=28)
+
+Every builder takes `num_classes`, `in_channels` and `input_size` (an int or (H, W)) and
+returns an `nn.Module` whose `forward` maps (N, C, H, W) float images to (N, num_classes)
+scores. A builder may set `model.loss_name` ("softmax" or "svm"); the default is softmax.
+A `--model` value that is not a registered name but looks like a spec string
+(`c32k3-relu-p2-fc10`) builds the `convnet` model from that spec.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+from cnnlab.errors import CnnlabError
+
+_REGISTRY: dict[str, Callable] = {}
+_TAGS: dict[str, tuple] = {}
+
+
+def register_model(name: str, tags: tuple = ()):
+    def deco(fn):
+        if name in _REGISTRY:
+            raise ValueError(f"model '{name}' is registered twice")
+        _REGISTRY[name] = fn
+        _TAGS[name] = tuple(tags)
+        return fn
+
+    return deco
+
+
+def _load_builtin():
+    # Importing the package registers the built-in models.
+    import cnnlab.models.builtin  # noqa: F401
+
+
+def list_models(tag: str | None = None) -> list[str]:
+    _load_builtin()
+    return sorted(n for n in _REGISTRY if tag is None or tag in _TAGS[n])
+
+
+def model_builder(name: str) -> Callable:
+    _load_builtin()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise CnnlabError(f"unknown model '{name}'{hint}: see `cnnlab models` for the list, or give a spec such as c32k3-relu-p2-fc10")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, num_classes: int = 10, in_channels: int = 3, input_size=32, **kwargs):
+    """Build a registered model, or a `convnet` when `name` is a spec string."""
+    from cnnlab.models.spec import looks_like_spec
+
+    if name not in _REGISTRY and looks_like_spec(name):
+        kwargs["spec"] = name
+        name = "convnet"
+    model = model_builder(name)(num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs)
+    model.model_name = name
+    if not hasattr(model, "loss_name"):
+        model.loss_name = "softmax"
+    return model
