@@ -24,7 +24,7 @@ class TrainConfig:
     # data
     dataset: str = "mnist"
     data_dir: str | None = None  # None: $CNNLAB_DATA_DIR or the per-user cache
-    val_size: int = 5000  # images carved out of the training set, seeded
+    val_size: int | None = None  # images carved out of the training set, seeded; None: 5000, or a tenth if smaller
     subset: int | None = None  # train on only this many training images
     augment: str = "none"  # e.g. "crop+flip", "crop:4+flip+cutout:8", "translate:2"
     # optimisation

@@ -1,0 +1,49 @@
+"""`cnnlab predict RUN_DIR`: a leaderboard file of predicted labels.
+
+predictions.csv: a header `id,label`, then one row per image of the split in dataset order;
+`id` counts from 0 and `label` is the predicted class index (see `classes` in the checkpoint,
+or the run's evaluation.json, for the names). `--names` writes class names instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cnnlab.commands.common import add_json_flag, print_json
+from cnnlab.io import write_csv
+
+
+def add_parser(sub):
+    p = sub.add_parser("predict", help="write predictions.csv (id,label) for a leaderboard",
+                       description=__doc__.split("\n\n", 1)[1], formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test")
+    p.add_argument("--out", help="output CSV (default RUN_DIR/predictions.csv)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--names", action="store_true", help="write class names instead of class indices")
+    p.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
+    p.add_argument("--device", default="auto")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from cnnlab.commands.evaluate import load_split
+    from cnnlab.device import resolve_device
+    from cnnlab.evaluate import predict_logits
+    from cnnlab.train.checkpoint import load_run
+
+    loaded = load_run(args.run_dir, args.checkpoint)
+    split = load_split(loaded, args.split, args.data_dir)
+    device = resolve_device(args.device)
+    d = loaded.data
+    pred = predict_logits(loaded.model.to(device), split, d["mean"], d["std"], device=device).argmax(1).tolist()
+    out = Path(args.out) if args.out else loaded.run_dir / "predictions.csv"
+    labels = [d["classes"][p] for p in pred] if args.names else pred
+    write_csv(out, ["id", "label"], list(enumerate(labels)))
+    info = {"predictions": str(out), "rows": len(pred), "split": args.split}
+    if args.json:
+        print_json(info)
+    else:
+        print(f"wrote {len(pred)} predictions for the {args.split} split to {out}")
+    return 0

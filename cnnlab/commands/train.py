@@ -1,0 +1,89 @@
+"""`cnnlab train`: train a model and write a run directory."""
+
+from __future__ import annotations
+
+import yaml
+
+from cnnlab.config import TrainConfig
+from cnnlab.errors import CnnlabError
+from cnnlab.commands.common import add_json_flag, print_json
+
+# flag -> (config field, type, help). Every flag defaults to None so that only what the user
+# typed overrides --config.
+FLAGS = {
+    "--model": ("model", str, "registered model name (see `cnnlab models`) or a spec string, e.g. "
+                              "'c32k3-relu-p2-c64k3-relu-p2-fc128-relu-fc10' (default lenet5)"),
+    "--dataset": ("dataset", str, "mnist, fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic (default mnist)"),
+    "--data-dir": ("data_dir", str, "folder holding <dataset>/<official files> (default $CNNLAB_DATA_DIR or ~/.cache/cnnlab/data)"),
+    "--engine": ("engine", str, "torch (default) or scratch (the NumPy engine)"),
+    "--epochs": ("epochs", int, "number of epochs (default 5)"),
+    "--batch-size": ("batch_size", int, "training batch size (default 128)"),
+    "--optimizer": ("optimizer", str, "sgd, adam, ... (default adam)"),
+    "--lr": ("lr", float, "learning rate (default: the optimizer's usual one)"),
+    "--momentum": ("momentum", float, "SGD momentum (default 0.9)"),
+    "--weight-decay": ("weight_decay", float, "L2 weight decay on weights, not biases or norms (default 0)"),
+    "--schedule": ("schedule", str, "LR schedule: none, step, cosine, ... (default none)"),
+    "--augment": ("augment", str, "batch augmentation, e.g. crop:4+flip+cutout:8 (default none)"),
+    "--early-stop": ("early_stop", int, "stop after PATIENCE epochs without a better validation accuracy"),
+    "--seed": ("seed", int, "random seed for weights, split, order and augmentation (default 0)"),
+    "--device": ("device", str, "auto, cpu, cuda or cuda:N (default auto)"),
+    "--subset": ("subset", int, "train on only N training images (e.g. to check that a model can overfit)"),
+    "--val-size": ("val_size", int, "validation images carved from the training set (default 5000)"),
+    "--loss": ("loss", str, "softmax or svm (default: the model's; a spec's last token)"),
+    "--label-smoothing": ("label_smoothing", float, "label smoothing for the softmax loss (default 0)"),
+    "--grad-clip": ("grad_clip", float, "clip the gradient norm to this value"),
+    "--threads": ("threads", int, "CPU threads for PyTorch (default: all cores)"),
+    "--save-every-steps": ("save_every_steps", int, "write checkpoints/last.pt every N steps (default: every 60 s)"),
+    "--out": ("out", str, "run directory (default runs/<model>-<dataset>-<time>)"),
+}
+
+
+def add_parser(sub):
+    p = sub.add_parser("train", help="train a model; writes a run directory",
+                       description="Train a model. Flags override --config, and --set overrides both. "
+                                   "Interrupt with Ctrl-C and continue later with --resume RUN_DIR.")
+    for flag, (field, typ, help_) in FLAGS.items():
+        p.add_argument(flag, dest=field, type=typ, default=None, help=help_)
+    p.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum for SGD")
+    p.add_argument("--config", metavar="FILE", help="a YAML file of TrainConfig keys (e.g. a run's config.yaml)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override any config key, values in YAML: --set schedule_args='{step_epochs: 2}'")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no epoch table on stdout")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def config_from_args(args) -> TrainConfig:
+    base = TrainConfig.load(args.config).to_dict() if args.config else TrainConfig().to_dict()
+    for field, _, _ in FLAGS.values():
+        if getattr(args, field) is not None:
+            base[field] = getattr(args, field)
+    if args.nesterov:
+        base["nesterov"] = True
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise CnnlabError(f"bad --set '{item}': write KEY=VALUE")
+        try:
+            base[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise CnnlabError(f"bad --set '{item}': the value is not valid YAML") from None
+    if args.config and args.out is None and not any(s.startswith("out=") for s in args.set):
+        base["out"] = None  # a run's own config.yaml must not send a new run into the old directory
+    return TrainConfig.from_dict(base, where="--set/--config")
+
+
+def run(args) -> int:
+    from cnnlab.train.loop import train
+
+    if args.resume:
+        given = [f for f in FLAGS if getattr(args, FLAGS[f][0]) is not None] + (["--config"] if args.config else [])
+        if given or args.set:
+            raise CnnlabError(f"--resume continues a run with its own config; drop {', '.join(given) or '--set'}")
+        summary = train(None, resume=args.resume, quiet=args.quiet or args.json)
+    else:
+        summary = train(config_from_args(args), quiet=args.quiet or args.json)
+    if args.json:
+        print_json(summary)
+    return 0

@@ -1,0 +1,237 @@
+"""Datasets by name, decoded once into a cache, split into train / validation / test.
+
+    ds = load_dataset("cifar10", data_dir=None, val_size=5000, seed=0, subset=None)
+    ds.train.x  # uint8 tensor (N, C, H, W); ds.train.y int64 (N,)
+    ds.val, ds.test, ds.classes, ds.num_classes, ds.shape, ds.mean, ds.std
+
+Names: mnist, fashion-mnist, cifar10, cifar100, imagefolder:PATH, synthetic[:key=value,...].
+The data directory is `data_dir`, else $CNNLAB_DATA_DIR, else ~/.cache/cnnlab/data; it is only
+read (and, for a missing dataset, downloaded into). Decoded arrays go to the cache directory
+($CNNLAB_CACHE_DIR, else ~/.cache/cnnlab/decoded), so the next load is a plain array read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.data import formats
+from cnnlab.data.download import download, md5sum
+from cnnlab.data.sources import CIFAR_DIRS, FASHION_CLASSES, IDX_FILES, MNIST_CLASSES, SOURCES
+from cnnlab.errors import DataError
+
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH", "synthetic")
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # uint8 (N, C, H, W)
+    y: torch.Tensor  # int64 (N,)
+
+    def __len__(self):
+        return len(self.y)
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    classes: list
+    mean: tuple  # per channel, of the official training set, in [0, 1] units
+    std: tuple
+
+    @property
+    def num_classes(self):
+        return len(self.classes)
+
+    @property
+    def shape(self):
+        return tuple(self.train.x.shape[1:])
+
+
+def _user_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnlab"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("CNNLAB_DATA_DIR") or _user_cache() / "data")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CNNLAB_CACHE_DIR") or _user_cache() / "decoded")
+
+
+def _warn(msg):
+    print(f"cnnlab: warning: {msg}", file=sys.stderr)
+
+
+def _resolve_data_dir(data_dir) -> Path:
+    if data_dir is None:
+        return default_data_dir()
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data directory {path} does not exist: create it, or point --data-dir "
+                        "(or CNNLAB_DATA_DIR) at a folder holding <dataset>/<official files>")
+    return path
+
+
+def _locate(name: str, root: Path) -> list[Path]:
+    """The dataset's source files under root, downloading whichever are missing."""
+    folder = root / name
+    if name in CIFAR_DIRS and (folder / CIFAR_DIRS[name]).is_dir() and not (folder / SOURCES[name][0].name).exists():
+        return [folder / CIFAR_DIRS[name]]
+    paths = []
+    for remote in SOURCES[name]:
+        p = folder / remote.name
+        if not p.exists():
+            print(f"cnnlab: {p} not found; downloading {remote.url}", file=sys.stderr)
+            download(remote, p)
+        paths.append(p)
+    return paths
+
+
+def _fingerprint(paths) -> str:
+    h = hashlib.sha1()
+    for p in paths:
+        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+            st = f.stat()
+            h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def _channel_stats(x: np.ndarray):
+    n = x.shape[0]
+    s = np.zeros(x.shape[1]); s2 = np.zeros(x.shape[1])
+    for i in range(0, n, 4096):  # chunks keep float64 memory small
+        b = x[i:i + 4096].astype(np.float64) / 255.0
+        s += b.sum(axis=(0, 2, 3)); s2 += (b * b).sum(axis=(0, 2, 3))
+    count = n * x.shape[2] * x.shape[3]
+    mean = s / count
+    return tuple(float(v) for v in mean), tuple(float(v) for v in np.sqrt(np.maximum(s2 / count - mean**2, 1e-12)))
+
+
+def _verify_local(name, paths):
+    for remote, p in zip(SOURCES.get(name, ()), paths):
+        if p.is_file() and md5sum(p) != remote.md5:
+            _warn(f"{p} differs from the official file (MD5 {remote.md5}); using it as it is")
+
+
+def _decode(name, paths, root):
+    if name in ("mnist", "fashion-mnist"):
+        f = dict(zip(IDX_FILES, paths))
+        tx, ty = formats.read_idx_pair(f[IDX_FILES[0]], f[IDX_FILES[1]])
+        ex, ey = formats.read_idx_pair(f[IDX_FILES[2]], f[IDX_FILES[3]])
+        return tx, ty, ex, ey, list(MNIST_CLASSES if name == "mnist" else FASHION_CLASSES)
+    if name in CIFAR_DIRS:
+        return formats.read_cifar(paths[0], name)
+    return formats.read_image_folder(root)
+
+
+def _load_cached(key: str, name: str, paths, root):
+    """Decoded arrays from the cache, decoding (and checking checksums) on a miss."""
+    entry = cache_dir() / f"{name.replace(':', '_').replace('/', '_')}-{key}"
+    if not (entry / "meta.json").exists():
+        _verify_local(name, paths)
+        tx, ty, ex, ey, classes = _decode(name, paths, root)
+        mean, std = _channel_stats(tx)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
+        try:
+            for k, v in dict(train_x=tx, train_y=ty, test_x=ex, test_y=ey).items():
+                np.save(tmp / f"{k}.npy", np.ascontiguousarray(v))
+            (tmp / "meta.json").write_text(json.dumps(dict(classes=classes, mean=mean, std=std, sources=[str(p) for p in paths])))
+            try:
+                os.replace(tmp, entry)
+            except OSError:  # another process filled the cache first
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        arrays = {k: np.load(entry / f"{k}.npy") for k in ("train_x", "train_y", "test_x", "test_y")}
+    except (OSError, ValueError) as e:
+        shutil.rmtree(entry, ignore_errors=True)
+        raise DataError(f"the decoded cache {entry} was damaged ({e}); it has been removed: run again") from None
+    return arrays, meta
+
+
+def _synthetic(options: str, seed: int = 1234):
+    """Seeded random images whose class is learnable: each class is a random template plus noise."""
+    opts = dict(shape="3x32x32", classes="10", train="1000", test="200", noise="0.6")
+    for part in filter(None, options.split(",")):
+        if "=" not in part or part.split("=")[0] not in opts:
+            raise DataError(f"bad synthetic option '{part}': use synthetic:shape=CxHxW,classes=N,train=N,test=N,noise=F")
+        k, v = part.split("=", 1)
+        opts[k] = v
+    try:
+        c, h, w = (int(v) for v in opts["shape"].lower().split("x"))
+        k, ntr, nte, noise = int(opts["classes"]), int(opts["train"]), int(opts["test"]), float(opts["noise"])
+    except ValueError:
+        raise DataError(f"bad synthetic options '{options}': shape is CxHxW, the counts are integers") from None
+    rng = np.random.default_rng(seed)
+    templates = rng.uniform(0, 1, (k, c, h, w))
+
+    def make(n):
+        y = rng.integers(0, k, n)
+        x = templates[y] * (1 - noise) + rng.uniform(0, 1, (n, c, h, w)) * noise
+        return (x * 255).round().astype(np.uint8), y.astype(np.int64)
+
+    tx, ty = make(ntr)
+    ex, ey = make(nte)
+    mean, std = _channel_stats(tx)
+    return dict(train_x=tx, train_y=ty, test_x=ex, test_y=ey), dict(classes=[f"class{i}" for i in range(k)], mean=mean, std=std)
+
+
+def default_val_size(n_train: int) -> int:
+    return min(5000, n_train // 10)
+
+
+def load_dataset(name: str, data_dir=None, val_size: int | None = None, seed: int = 0, subset: int | None = None) -> Dataset:
+    """Load a dataset by name; see the module docstring. `val_size=None` means 5000 images, or a
+    tenth of the training set when that is smaller. The split is seeded; the test set is untouched."""
+    base = name.split(":", 1)[0].lower()
+    if base == "synthetic":
+        arrays, meta = _synthetic(name.split(":", 1)[1] if ":" in name else "")
+    elif base == "imagefolder":
+        root = Path(name.split(":", 1)[1] if ":" in name else "").expanduser()
+        if not root.is_dir():
+            raise DataError(f"image folder '{root}' does not exist: use imagefolder:PATH with PATH/train/<class>/*.png")
+        arrays, meta = _load_cached(_fingerprint([root]), f"imagefolder-{root.resolve().name}", [root], root)
+    elif base in SOURCES:
+        root = _resolve_data_dir(data_dir)
+        paths = _locate(base, root)
+        arrays, meta = _load_cached(_fingerprint(paths), base, paths, root)
+    else:
+        raise DataError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}")
+
+    n = len(arrays["train_y"])
+    val_size = default_val_size(n) if val_size is None else int(val_size)
+    if not 0 <= val_size < n:
+        raise DataError(f"validation size {val_size} does not fit the {n} training images: use --val-size below {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[:val_size], order[val_size:]
+    if subset is not None:
+        if subset < 1:
+            raise DataError(f"--subset must be at least 1, got {subset}")
+        train_idx = train_idx[:subset]
+    tx, ty = torch.from_numpy(arrays["train_x"]), torch.from_numpy(arrays["train_y"])
+    return Dataset(
+        name=name,
+        train=Split(tx[train_idx], ty[train_idx]),
+        val=Split(tx[val_idx], ty[val_idx]),
+        test=Split(torch.from_numpy(arrays["test_x"]), torch.from_numpy(arrays["test_y"])),
+        classes=list(meta["classes"]),
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
+    )

@@ -1,0 +1,51 @@
+"""Fetching official files: a progress bar, an MD5 check, and an atomic write."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+from cnnlab.errors import DataError
+
+
+def md5sum(path, chunk=1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(remote, dest: Path, timeout: float = 30.0) -> None:
+    """Download `remote` to `dest`; `dest` appears only complete and verified."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            req = urllib.request.Request(remote.url, headers={"User-Agent": "cnnlab"})
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {remote.name}",
+                          disable=not sys.stderr.isatty(), leave=False) as bar:
+                    while block := resp.read(1 << 16):
+                        out.write(block)
+                        bar.update(len(block))
+        got = md5sum(tmp)
+        if got != remote.md5:
+            raise DataError(f"downloaded {remote.name} has MD5 {got}, not the official {remote.md5}: "
+                            "the download was damaged; run again")
+        os.replace(tmp, dest)
+    except DataError:
+        raise
+    except Exception as e:  # network errors of every kind: one line, with the way out
+        raise DataError(f"could not download {remote.url} ({type(e).__name__}: {e}): put the official file at "
+                        f"{dest} or check the network") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,54 @@
+"""What machine this is: CPU, memory, GPUs and library versions (for `cnnlab env` and benchmarks)."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def _cpuinfo():
+    model, mhz = platform.processor() or "unknown", None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model in ("unknown", "", platform.processor()):
+                    model = value.strip()
+                elif key == "cpu MHz" and mhz is None:
+                    mhz = float(value)
+    except OSError:
+        pass
+    return model, mhz
+
+
+def _memory_gib():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        return None
+
+
+def environment() -> dict:
+    import numpy
+    import torch
+
+    model, mhz = _cpuinfo()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            gpus.append({"index": i, "name": p.name, "memory_gib": round(p.total_memory / 2**30, 1),
+                         "capability": f"{p.major}.{p.minor}"})
+    return {
+        "cpu_model": model, "cpu_cores": cores, "cpu_mhz": mhz, "memory_gib": _memory_gib(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu_count": len(gpus), "gpus": gpus,
+        "python": platform.python_version(), "platform": platform.platform(),
+        "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if gpus else None,
+        "numpy": numpy.__version__,
+    }

@@ -1,0 +1,37 @@
+"""Evaluating a model on a split: accuracy, loss, per-class accuracy, confusion matrix."""
+
+from __future__ import annotations
+
+import torch
+
+from cnnlab.data.loader import BatchLoader
+from cnnlab.train.losses import make_loss
+
+
+@torch.no_grad()
+def predict_logits(model_or_fn, split, mean, std, batch_size=1000, device="cpu") -> torch.Tensor:
+    """Scores for every image of the split, in dataset order. `model_or_fn` maps a batch to scores."""
+    if isinstance(model_or_fn, torch.nn.Module):
+        model_or_fn.eval()
+    loader = BatchLoader(split, batch_size, mean, std, device=device)
+    return torch.cat([model_or_fn(x).float().cpu() for x, _ in loader.epoch()])
+
+
+def evaluate_logits(logits, y, num_classes, loss_name="softmax") -> dict:
+    y = y.cpu()
+    pred = logits.argmax(1)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    confusion.index_put_((y, pred), torch.ones_like(y), accumulate=True)
+    per_class = (confusion.diag().float() / confusion.sum(1).clamp_min(1)).tolist()
+    return {
+        "accuracy": float((pred == y).float().mean()) if len(y) else float("nan"),
+        "loss": float(make_loss(loss_name)(logits, y)) if len(y) else float("nan"),
+        "count": len(y),
+        "per_class_accuracy": per_class,
+        "confusion": confusion.tolist(),  # rows: true class, columns: predicted class
+    }
+
+
+def evaluate(model, split, mean, std, num_classes, loss_name="softmax", batch_size=1000, device="cpu") -> dict:
+    logits = predict_logits(model, split, mean, std, batch_size, device)
+    return evaluate_logits(logits, split.y, num_classes, loss_name)
