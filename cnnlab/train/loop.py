@@ -153,7 +153,7 @@ def train(config: TrainConfig | None, resume=None, quiet=False) -> dict:
             raise CnnlabError(f"the run in {run.path} already finished: evaluate it with `cnnlab evaluate {run.path}`")
         step = progress["step"]
         run.truncate(run.iterations, ITERATIONS_HEADER, lambda r: int(r["step"]) <= step)
-        run.truncate(run.metrics, METRICS_HEADER, lambda r: int(r["epoch"]) < progress["epoch"])
+        run.truncate(run.metrics, METRICS_HEADER, lambda r: int(r["epoch"]) <= progress["epoch"])
         run.log(f"resumed at epoch {progress['epoch'] + 1}, batch {progress['batch']} (step {step})")
 
     meta = {"classes": data.classes, "mean": list(data.mean), "std": list(data.std), "shape": list(data.shape),

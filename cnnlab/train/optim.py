@@ -1,8 +1,16 @@
 """Optimizers by name.
 
-`build_optimizer(model, name, lr, ...)` returns a `torch.optim.Optimizer`. Weight decay is
-applied to weights only: biases and normalisation parameters (every parameter with fewer
-than two dimensions) are left undecayed, as is usual for convnets.
+`build_optimizer(model, name, lr, ...)` returns a `torch.optim.Optimizer`: sgd (with
+momentum and Nesterov), adam, adamw, adagrad, adadelta or rmsprop. `momentum`/`nesterov`
+apply to SGD only (give RMSprop momentum through `momentum` in the optimizer args).
+Weight decay is applied to weights only: biases and normalisation parameters (every
+parameter with fewer than two dimensions) are left undecayed, as is usual for convnets.
+AdamW decays decoupled from the gradient (Loshchilov & Hutter, 2019); the others add
+`weight_decay * w` to the gradient (L2).
+
+Extra optimizer arguments pass through to torch (e.g. `betas`, `eps`, `alpha`), except
+`lookahead_k` and `lookahead_alpha`, which wrap the optimizer in Lookahead (see
+`cnnlab.train.lookahead`): `optimizer_args: {lookahead_k: 5, lookahead_alpha: 0.5}`.
 """
 
 from __future__ import annotations
@@ -10,8 +18,13 @@ from __future__ import annotations
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.train.lookahead import Lookahead
 
-DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
+# Usual starting points; `cnnlab lr-find` measures a better one for a given model and data.
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "adagrad": 1e-2, "adadelta": 1.0, "rmsprop": 1e-3}
+
+_TORCH = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad,
+          "adadelta": torch.optim.Adadelta, "rmsprop": torch.optim.RMSprop}
 
 
 def param_groups(model, weight_decay: float):
@@ -35,7 +48,21 @@ def build_optimizer(model, name: str, lr: float | None = None, momentum: float =
     if name not in DEFAULT_LR:
         raise CnnlabError(f"unknown optimizer '{name}': choose one of {', '.join(optimizer_names())}")
     lr = DEFAULT_LR[name] if lr is None else lr
+    if lr <= 0:
+        raise CnnlabError(f"learning rate must be positive, got {lr}")
+    args = dict(args)
+    la_k, la_alpha = args.pop("lookahead_k", None), args.pop("lookahead_alpha", None)
     groups = param_groups(model, weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, **args)
-    return torch.optim.Adam(groups, lr=lr, **args)
+    try:
+        if name == "sgd":
+            opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, **args)
+        else:
+            opt = _TORCH[name](groups, lr=lr, **args)
+    except (TypeError, ValueError) as e:
+        raise CnnlabError(f"bad optimizer_args for '{name}': {e}") from None
+    if la_k is None and la_alpha is None:
+        return opt
+    try:
+        return Lookahead(opt, k=5 if la_k is None else la_k, alpha=0.5 if la_alpha is None else la_alpha)
+    except (TypeError, ValueError) as e:
+        raise CnnlabError(f"bad optimizer_args: {e} (e.g. lookahead_k: 5, lookahead_alpha: 0.5)") from None

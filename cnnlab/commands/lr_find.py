@@ -1,0 +1,51 @@
+"""`cnnlab lr-find`: the learning-rate range test, plotted, with a suggested learning rate."""
+
+from __future__ import annotations
+
+import json
+
+from cnnlab.errors import CnnlabError
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("lr-find", help="run a learning-rate range test and suggest a learning rate",
+                              description="Train briefly while the learning rate grows exponentially, plot the "
+                                          "smoothed loss against it and suggest the rate where it falls fastest.")
+    p.add_argument("--model", required=True, help="a registered model name or a spec string")
+    p.add_argument("--dataset", default="mnist", help="dataset name (default mnist)")
+    p.add_argument("--data-dir", help="dataset directory (default: $CNNLAB_DATA_DIR or the cache)")
+    p.add_argument("--subset", type=int, help="use only this many training images")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--optimizer", default="sgd", help="optimizer name (default sgd)")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--augment", default="none")
+    p.add_argument("--start-lr", type=float, default=1e-6)
+    p.add_argument("--end-lr", type=float, default=10.0)
+    p.add_argument("--steps", type=int, default=200, help="number of training steps in the ramp (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="lr_find.png", help="where to write the plot (default lr_find.png)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from cnnlab.lrfind import find_lr, plot_lr_find
+
+    if args.batch_size < 1:
+        raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
+    result = find_lr(args.model, args.dataset, args.data_dir, args.subset, args.batch_size, args.optimizer,
+                     augment=args.augment, seed=args.seed, start_lr=args.start_lr, end_lr=args.end_lr,
+                     steps=args.steps, momentum=args.momentum, weight_decay=args.weight_decay)
+    if not result.lrs:
+        raise CnnlabError(f"the loss was not finite from the first step: lower --start-lr (now {args.start_lr})")
+    plot_lr_find(result, args.out, title=f"LR range test: {args.model} on {args.dataset} ({args.optimizer})")
+    if args.json:
+        d = result.to_dict()
+        d["plot"] = args.out
+        print(json.dumps(d))
+    else:
+        stop = "stopped at divergence" if result.diverged else "full ramp"
+        print(f"suggested lr: {result.suggestion:.3g}  (minimum loss at lr {result.min_loss_lr:.3g}; "
+              f"{len(result.lrs)} steps, {stop}); plot: {args.out}")
+    return 0

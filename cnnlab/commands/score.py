@@ -1,0 +1,31 @@
+"""`cnnlab score`: the class competition's score of a trained run (writes RUN_DIR/score.json)."""
+
+from __future__ import annotations
+
+from cnnlab.commands.common import add_json_flag, print_json
+
+
+def add_parser(sub):
+    p = sub.add_parser("score", help="competition score of a run: error, energy, cycles, peak activation, points",
+                       description="Score a trained run as the CIFAR-10 class competition does: test error, "
+                                   "accelerator energy and cycles, peak activation (hard limit 1 MB), the metric "
+                                   "error%%/12 + cycles/300000 and rubric points. Writes RUN_DIR/score.json.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `cnnlab train`")
+    p.add_argument("--max-activation", default="1MB", help="peak activation limit (default 1MB = 1,000,000 bytes)")
+    p.add_argument("--arch", metavar="FILE.yaml", help="accelerator architecture (default: the competition's)")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from cnnlab.cost.accelerator import DEFAULT_ACCELERATOR, Accelerator
+    from cnnlab.cost.report import parse_bytes
+    from cnnlab.cost.score import format_score, score_run
+
+    arch = Accelerator.load(args.arch) if args.arch else DEFAULT_ACCELERATOR
+    result = score_run(args.run_dir, arch, parse_bytes(args.max_activation))
+    if args.json:
+        print_json(result)
+    else:
+        print(format_score(result))
+    return 0

@@ -1,0 +1,31 @@
+"""`cnnlab study STUDY.yaml`: train several configurations over several seeds; one table, one set of plots."""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("study", help="compare training configurations over seeds: one table, overlaid curves",
+                              description="Run every experiment of a study file over its seeds (skipping finished "
+                                          "runs), then write results.md/.csv and overlaid training curves. "
+                                          "See docs/studies.md for the file format.")
+    p.add_argument("file", metavar="STUDY.yaml", help="the study file")
+    p.add_argument("--seeds", type=int, help="run seeds 0..K-1 (overrides the file's `seeds:`)")
+    p.add_argument("--out", help="study directory (default runs/study-<file name>)")
+    p.add_argument("--check", action="store_true", help="only check the file and list the runs")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from cnnlab.study import load_study, run_study
+
+    study = load_study(args.file, seeds=args.seeds, out=args.out)
+    if args.check:
+        print(f"{args.file}: OK, {len(study.experiments)} experiments x {len(study.seeds)} seeds = "
+              f"{len(study.runs)} runs into {study.out}")
+        for r in study.runs:
+            done = " (finished)" if (r.run_dir / "summary.json").exists() else ""
+            print(f"  {r.experiment} seed {r.seed}: {r.run_dir}{done}")
+        return 0
+    run_study(study)
+    print((study.out / "results.md").read_text(), end="")
+    return 0

@@ -1,0 +1,215 @@
+"""A model's full cost: the per-layer table, totals, peak activation and accelerator figures.
+
+    report = analyze(create_model("lenet5", 10, 3, 32), (3, 32, 32))
+    report.totals["macs"], report.peak_activation, report.totals["cycles"]
+    print(format_table(report))
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from cnnlab.cost.accelerator import DEFAULT_ACCELERATOR, Accelerator, layer_cost
+from cnnlab.cost.trace import _numel, as_torch_model, trace
+from cnnlab.errors import CnnlabError
+
+# The competition's activation rule (4 bytes per element, leaf modules only).
+_ACT_INPUT_ONLY = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm,
+                   nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Sigmoid, nn.Tanh)
+DEFAULT_MAX_ACTIVATION = 1_000_000  # "1 MB" read as SI megabytes; pass 1MiB for 1,048,576
+
+
+def rule_activation_bytes(row) -> int:
+    """Bytes the competition charges a leaf module (0 for functional operations)."""
+    m = row.module
+    if m is None:
+        return 0
+    n_in, n_out = _numel(row.in_shape), _numel(row.out_shape)
+    if isinstance(m, nn.modules.conv._ConvNd):
+        own = (n_in + n_out // m.groups) * 4
+    elif isinstance(m, nn.Linear):
+        own = (n_in + n_out) * 4
+    elif isinstance(m, _ACT_INPUT_ONLY):
+        own = n_in * 4
+    else:
+        own = 0
+    return own + row.residual_input_bytes
+
+
+@dataclass
+class CostReport:
+    model_name: str
+    in_shape: tuple
+    rows: list  # trace rows with .cycles, .energy_pj, .activation_bytes added
+    totals: dict
+    peak_activation: int  # bytes, by the competition rule
+    peak_layer: str
+    peak_live_bytes: int  # measured live-tensor peak of the forward pass
+    uncounted: list
+    arch: Accelerator
+    backend: str
+    max_activation: int = DEFAULT_MAX_ACTIVATION
+    notes: list = field(default_factory=list)
+
+    @property
+    def activation_ok(self) -> bool:
+        return self.peak_activation < self.max_activation
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model_name,
+            "input": list(self.in_shape),
+            "backend": self.backend,
+            "architecture": self.arch.name,
+            "totals": self.totals,
+            "peak_activation_bytes": self.peak_activation,
+            "peak_activation_layer": self.peak_layer,
+            "max_activation_bytes": self.max_activation,
+            "activation_ok": self.activation_ok,
+            "peak_live_tensor_bytes": self.peak_live_bytes,
+            "uncounted_ops": [{"op": op, "where": where} for op, where in self.uncounted],
+            "layers": [
+                {"name": r.name, "type": r.type, "input": list(r.in_shape), "output": list(r.out_shape),
+                 "params": r.params, "macs": r.macs, "flops": r.flops, "input_bytes": r.in_bytes,
+                 "output_bytes": r.out_bytes, "weight_bytes": r.weight_bytes,
+                 "activation_bytes": r.activation_bytes, "cycles": r.cycles, "energy_pj": r.energy_pj}
+                for r in self.rows
+            ],
+        }
+
+
+def analyze(model, in_shape, arch: Accelerator = DEFAULT_ACCELERATOR, backend: str = "analytic",
+            max_activation: int = DEFAULT_MAX_ACTIVATION, name: str | None = None) -> CostReport:
+    """Trace `model` on one (1, *in_shape) input and cost every layer on `arch`."""
+    model = as_torch_model(model)
+    if backend == "analytic":
+        cost_fn = layer_cost
+    elif backend == "timeloop":
+        from cnnlab.cost.timeloop import timeloop_layer_cost as cost_fn  # raises a clear error when absent
+    else:
+        raise CnnlabError(f"unknown cost backend '{backend}': use analytic or timeloop")
+    t = trace(model, tuple(in_shape))
+    peak, peak_layer = 0, "-"
+    for r in t.rows:
+        r.cycles, r.energy_pj = 0, 0.0
+        for p in r.problems:
+            c = cost_fn(p, arch)
+            r.cycles += c.cycles
+            r.energy_pj += c.energy_pj
+        r.activation_bytes = rule_activation_bytes(r)
+        if r.activation_bytes > peak:
+            peak, peak_layer = r.activation_bytes, r.name
+    totals = {
+        "params": t.params,
+        "macs": sum(r.macs for r in t.rows),
+        "flops": sum(r.flops for r in t.rows),
+        "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "cycles": sum(r.cycles for r in t.rows),
+        "energy_pj": sum(r.energy_pj for r in t.rows),
+    }
+    totals["energy_mj"] = totals["energy_pj"] * 1e-9
+    totals["latency_ms_at_clock"] = totals["cycles"] / (arch.clock_mhz * 1e3)
+    return CostReport(name or getattr(model, "model_name", type(model).__name__), tuple(in_shape), t.rows, totals,
+                      peak, peak_layer, t.peak_live_bytes, t.uncounted, arch, backend, max_activation)
+
+
+# ---------------------------------------------------------------- inputs from the command line
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*$", re.I)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_bytes(text: str) -> int:
+    """'1MB' -> 1,000,000; '1MiB' -> 1,048,576; '250000' -> 250,000 bytes."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise CnnlabError(f"bad size '{text}': write a number of bytes with an optional unit, e.g. 1MB, 512KiB, 250000")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
+
+
+def parse_shape(text: str) -> tuple:
+    """'3x32x32' -> (3, 32, 32)."""
+    try:
+        shape = tuple(int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise CnnlabError(f"bad input shape '{text}': write channels x height x width, e.g. 3x32x32")
+    return shape
+
+
+def load_model(model_or_run: str, in_shape=None, num_classes: int | None = None):
+    """(model, input shape, name) from a run directory, a registered model name or a spec string."""
+    path = Path(model_or_run)
+    if path.is_dir():
+        from cnnlab.train.checkpoint import load_run
+
+        run = load_run(path)
+        shape = in_shape
+        if shape is None:
+            shape = _run_input_shape(run)
+        return run.model, tuple(shape), str(path)
+    from cnnlab.models import create_model
+
+    c, h, w = in_shape or (3, 32, 32)
+    model = create_model(model_or_run, num_classes=num_classes or 10, in_channels=c, input_size=(h, w))
+    return model, (c, h, w), model_or_run
+
+
+def _run_input_shape(run):
+    data = getattr(run, "data", None) or {}
+    if data.get("shape"):
+        return tuple(data["shape"])
+    raise CnnlabError(f"cannot tell the input shape of run {run.run_dir}: pass --input, e.g. --input 3x32x32")
+
+
+# ---------------------------------------------------------------- the table
+
+def _shape(s):
+    return "x".join(str(v) for v in s[1:]) if len(s) > 1 else "x".join(str(v) for v in s)
+
+
+def _si(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}" if float(n).is_integer() else f"{n:.2f}"
+
+
+def format_table(rep: CostReport) -> str:
+    head = ("layer", "type", "input", "output", "params", "MACs", "FLOPs", "in B", "out B", "weight B",
+            "act B (rule)", "cycles", "energy uJ")
+    lines = []
+    for r in rep.rows:
+        lines.append((r.name, r.type, _shape(r.in_shape), _shape(r.out_shape), _si(r.params), _si(r.macs),
+                      _si(r.flops), _si(r.in_bytes), _si(r.out_bytes), _si(r.weight_bytes), _si(r.activation_bytes),
+                      _si(r.cycles), f"{r.energy_pj / 1e6:.3f}"))
+    t = rep.totals
+    lines.append(("total", "", _shape((1, *rep.in_shape)), "", _si(t["params"]), _si(t["macs"]), _si(t["flops"]),
+                  "", "", _si(t["weight_bytes"]), _si(rep.peak_activation), _si(t["cycles"]), f"{t['energy_pj'] / 1e6:.3f}"))
+    widths = [max(len(str(row[i])) for row in [head, *lines]) for i in range(len(head))]
+    fmt = lambda row: "  ".join(str(v).ljust(w) if i < 4 else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+    out = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(x) for x in lines[:-1]]
+    out += ["  ".join("-" * w for w in widths), fmt(lines[-1]), ""]
+    verdict = "PASS" if rep.activation_ok else "FAIL"
+    out += [
+        f"model            {rep.model_name} on 1x{_shape((1, *rep.in_shape))}",
+        f"parameters       {t['params']:,}",
+        f"MACs             {t['macs']:,}  (multiply-accumulates)",
+        f"FLOPs            {t['flops']:,}  (2 per MAC + element-wise, norm and pooling work)",
+        f"peak activation  {rep.peak_activation:,} bytes at {rep.peak_layer} (competition rule, 4 B/element): "
+        f"{verdict} against the limit of {rep.max_activation:,} bytes",
+        f"live tensors     {rep.peak_live_bytes:,} bytes at peak (measured, batch 1)",
+        f"accelerator      {rep.arch.name} ({rep.backend}): {t['cycles']:,} cycles, "
+        f"{t['energy_pj'] / 1e9:.4f} mJ ({t['energy_pj'] / 1e6:.2f} uJ)",
+    ]
+    if rep.uncounted:
+        ops = sorted({f"{op} (in {where})" for op, where in rep.uncounted})
+        out.append(f"NOT COUNTED      {len(rep.uncounted)} operation(s) with no cost rule: {', '.join(ops)}")
+    else:
+        out.append("not counted      none: every operation has a cost rule")
+    return "\n".join(out)

@@ -1,0 +1,59 @@
+"""Shared test fixtures.
+
+Real-data tests (marked `realdata`) read datasets from $CNNLAB_DATA_DIR, the same data-directory
+option users have. Without it they use the per-user data directory and download what is missing;
+if that fails they are skipped with the reason, unless CNNLAB_REQUIRE_DATA=1 (as in CI), where
+a missing dataset is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # Decoded datasets go to one cache per test session, never into the user's.
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "decoded-cache"))
+
+
+def _real(name):
+    from cnnlab.data import load_dataset
+    from cnnlab.errors import DataError
+
+    try:
+        return load_dataset(name, os.environ.get("CNNLAB_DATA_DIR"))
+    except DataError as e:
+        if os.environ.get("CNNLAB_REQUIRE_DATA") == "1":
+            pytest.fail(f"real dataset {name} is required here but could not be loaded: {e}")
+        pytest.skip(f"real dataset {name} unavailable ({e}); set CNNLAB_DATA_DIR to a folder holding {name}/")
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The data directory real-data tests read (None: the per-user default)."""
+    return os.environ.get("CNNLAB_DATA_DIR")
+
+
+@pytest.fixture
+def real_dataset():
+    return _real
+
+
+def run_cli(*args, env=None, timeout=300, cwd=None):
+    """Run `python -m cnnlab ARGS` as a user would; returns the CompletedProcess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "cnnlab", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=cwd)
+
+
+@pytest.fixture
+def cli():
+    return run_cli

@@ -1,0 +1,39 @@
+"""`cnnlab cost` from the command line."""
+
+import json
+
+from cnnlab.cli import main
+
+
+def test_cost_table(capsys):
+    assert main(["cost", "lenet5"]) == 0
+    out = capsys.readouterr().out
+    assert "MACs             651,720" in out and "FLOPs" in out
+    assert "31,104 bytes at features.0" in out and "PASS" in out
+
+
+def test_cost_json_and_limit(capsys):
+    assert main(["cost", "c8k3-relu-p2-fc10", "--input", "1x28x28", "--json", "--max-activation", "10KB"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["input"] == [1, 28, 28] and rep["max_activation_bytes"] == 10_000
+    assert rep["activation_ok"] is False and rep["peak_activation_bytes"] == (28 * 28 + 8 * 28 * 28) * 4
+    assert rep["totals"]["macs"] == sum(layer["macs"] for layer in rep["layers"])
+
+
+def test_cost_custom_architecture(tmp_path, capsys):
+    arch = tmp_path / "arch.yaml"
+    arch.write_text("name: tiny\npe_rows: 4\npe_cols: 4\n")
+    assert main(["cost", "lenet5", "--arch", str(arch), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["architecture"] == "tiny" and rep["totals"]["cycles"] > 22354
+
+
+def test_cost_user_errors(capsys):
+    assert main(["cost", "lenet5", "--input", "32x32"]) == 2
+    assert "bad input shape" in capsys.readouterr().err
+    assert main(["cost", "lenet5", "--max-activation", "big"]) == 2
+    assert "bad size" in capsys.readouterr().err
+    assert main(["cost", "nosuchmodel"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert main(["cost", "lenet5", "--backend", "timeloop"]) == 2
+    assert "timeloop-mapper" in capsys.readouterr().err

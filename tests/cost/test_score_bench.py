@@ -1,0 +1,104 @@
+"""The competition score and the device benchmark, end to end on a real short run."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from cnnlab.cli import main
+from cnnlab.cost.score import ranking_metric, rubric
+
+
+def test_rubric_bands():
+    r = rubric(error_percent=8.0, energy_mj=0.4, cycles=90_000, peak_activation=500_000)
+    assert r["points_by_part"] == {"error": 70, "energy": 20, "latency": 20} and r["points"] == 110
+    r = rubric(error_percent=45.0, energy_mj=1.9, cycles=999_999, peak_activation=10)
+    assert r["points_by_part"] == {"error": 30, "energy": 5, "latency": 5}
+    r = rubric(error_percent=4.9, energy_mj=2.0, cycles=1_000_000, peak_activation=10)
+    assert r["points_by_part"] == {"error": 80, "energy": 0, "latency": 0}
+    assert rubric(20.0, 1.2, 300_000, 10)["points_by_part"] == {"error": 50, "energy": 10, "latency": 10}
+
+
+def test_hard_constraints_give_zero_points():
+    r = rubric(error_percent=10.0, energy_mj=0.1, cycles=1000, peak_activation=1_000_000)
+    assert r["points"] == 0 and "peak activation" in r["hard_constraints_failed"][0]
+    r = rubric(error_percent=50.0, energy_mj=0.1, cycles=1000, peak_activation=10)
+    assert r["points"] == 0 and "test error" in r["hard_constraints_failed"][0]
+    assert rubric(10.0, 0.1, 1000, 999_999)["points"] > 0
+
+
+def test_ranking_metric():
+    assert ranking_metric(12.0, 300_000) == pytest.approx(2.0)
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    from cnnlab.data import load_dataset
+    from cnnlab.errors import DataError
+
+    data_dir = os.environ.get("CNNLAB_DATA_DIR")
+    try:
+        load_dataset("mnist", data_dir)
+    except DataError as e:
+        if os.environ.get("CNNLAB_REQUIRE_DATA") == "1":
+            pytest.fail(f"MNIST is required here: {e}")
+        pytest.skip(f"MNIST unavailable ({e}); set CNNLAB_DATA_DIR to a folder holding mnist/")
+    out = tmp_path_factory.mktemp("runs") / "lenet"
+    args = ["train", "--model", "lenet5", "--dataset", "mnist", "--subset", "2000", "--val-size", "500",
+            "--epochs", "1", "--batch-size", "64", "--device", "cpu", "--out", str(out), "--quiet"]
+    if data_dir:
+        args += ["--data-dir", data_dir]
+    assert main(args) == 0
+    return out
+
+
+@pytest.mark.realdata
+def test_score_end_to_end(short_run, capsys):
+    assert main(["score", str(short_run), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((short_run / "score.json").read_text())
+    assert printed == saved
+    summary = json.loads((short_run / "summary.json").read_text())
+    assert saved["error_percent"] == pytest.approx(100 * (1 - summary["test_acc"]))
+    assert saved["accuracy_source"] == "summary.json"
+    # MNIST's 1x28x28 LeNet-5 pads conv1 by 2: (1*28*28 + 6*28*28) * 4 bytes.
+    assert saved["peak_activation_bytes"] == (28 * 28 + 6 * 28 * 28) * 4
+    assert saved["metric"] == pytest.approx(saved["error_percent"] / 12 + saved["cycles"] / 300_000)
+    assert saved["cycles"] > 0 and saved["energy_mj"] > 0 and "note" in saved  # not CIFAR-10
+    assert main(["score", str(short_run)]) == 0
+    assert "metric" in capsys.readouterr().out
+
+
+@pytest.mark.realdata
+def test_bench_end_to_end(short_run, capsys):
+    assert main(["bench", str(short_run), "--devices", "cpu,cuda", "--batch-size", "32", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    cpu, cuda = rows
+    assert cpu["device"] == "cpu" and cpu["status"] == "ok"
+    assert 0 < cpu["test_acc"] <= 1 and cpu["test_loss"] > 0
+    assert cpu["latency_ms_batch1"] > 0 and cpu["latency_ms_per_image_batch"] > 0 and cpu["batch_size"] == 32
+    assert cpu["score"] == pytest.approx(cpu["test_acc"] / (cpu["latency_ms_batch1"] / 1e3))
+    assert cpu["best_val_acc"] is not None and cpu["best_train_loss"] is not None
+    if torch.cuda.is_available():
+        assert cuda["status"] == "ok"
+    else:
+        assert cuda["status"].startswith("unavailable:")
+    assert (short_run / "bench.csv").read_text().splitlines()[0].startswith("device,status,")
+    assert json.loads((short_run / "bench.json").read_text()) == rows
+
+
+def test_bench_rejects_unknown_device(tmp_path, capsys):
+    from cnnlab.cost.bench import device_unavailable
+    from cnnlab.errors import CnnlabError
+
+    with pytest.raises(CnnlabError, match="unknown device 'tpu'"):
+        device_unavailable("tpu")
+    assert device_unavailable("cpu") is None
+
+
+@pytest.mark.realdata
+def test_cost_of_a_run_directory(short_run, capsys):
+    assert main(["cost", str(short_run), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["input"] == [1, 28, 28] and rep["totals"]["params"] == 61706

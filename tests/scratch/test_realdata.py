@@ -1,0 +1,21 @@
+"""The scratch engine through the trainer on real CIFAR-10: 100 images are learned by heart."""
+
+import os
+
+import pytest
+
+from cnnlab.config import TrainConfig
+
+pytestmark = pytest.mark.realdata
+
+
+def test_scratch_engine_overfits_100_cifar10_images(real_dataset, tmp_path):
+    from cnnlab.train.loop import train
+
+    real_dataset("cifar10")  # skips with the reason when the data is missing
+    cfg = TrainConfig(engine="scratch", model="c16k3-relu-p2-fc10", dataset="cifar10", subset=100, val_size=100,
+                      epochs=25, batch_size=50, optimizer="adam", lr=3e-3, eval_batch_size=2000,
+                      data_dir=os.environ.get("CNNLAB_DATA_DIR"), out=str(tmp_path / "run"))
+    summary = train(cfg, quiet=True)
+    assert summary["engine"] == "scratch"
+    assert summary["final_train_acc"] == 1.0

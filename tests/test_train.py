@@ -1,0 +1,194 @@
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cnnlab.config import TrainConfig
+from cnnlab.train.checkpoint import load_checkpoint, load_run
+from cnnlab.train.loop import train
+
+SYN = "synthetic:shape=3x16x16,classes=4,train=640,test=128,noise=0.5"
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def cfg(out, **kw):
+    base = dict(dataset=SYN, model="c8k3-relu-p2-c16k3-relu-p2-fc32-relu-d0.2", epochs=2, batch_size=32,
+                augment="crop:2+flip", seed=1, out=str(out), threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_run_directory_contract(tmp_path):
+    s = train(cfg(tmp_path / "r"), quiet=True)
+    run = tmp_path / "r"
+    for name in ("config.yaml", "metrics.csv", "iterations.csv", "train.log", "summary.json",
+                 "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).exists(), name
+    metrics = read_csv(run / "metrics.csv")
+    assert [m["epoch"] for m in metrics] == ["1", "2"]
+    assert list(metrics[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+    assert len(read_csv(run / "iterations.csv")) == 2 * 18
+    assert (run / "train.log").read_text().strip().splitlines()[-1].startswith("test accuracy: ")
+    assert TrainConfig.load(run / "config.yaml").model == cfg(run).model
+    assert s["test_acc"] > 0.5  # the synthetic classes are learnable
+    loaded = load_run(run)
+    assert sum(p.numel() for p in loaded.model.parameters()) == s["params"]
+
+
+def test_same_seed_same_metrics(tmp_path):
+    train(cfg(tmp_path / "a"), quiet=True)
+    train(cfg(tmp_path / "b"), quiet=True)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(read_csv(tmp_path / "a/metrics.csv")) == strip(read_csv(tmp_path / "b/metrics.csv"))
+    assert read_csv(tmp_path / "a/iterations.csv") == read_csv(tmp_path / "b/iterations.csv")
+    wa = load_checkpoint(tmp_path / "a/checkpoints/last.pt")["model_state"]
+    wb = load_checkpoint(tmp_path / "b/checkpoints/last.pt")["model_state"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _train_cmd(out, epochs=3):
+    return [sys.executable, "-m", "cnnlab", "train", "--dataset", "synthetic:shape=3x24x24,classes=4,train=1100,test=64",
+            "--model", "c16k3-bn-relu-c16k3-relu-p2-fc64-relu-d0.3", "--epochs", str(epochs), "--batch-size", "32",
+            "--augment", "crop:2+flip+cutout:4", "--optimizer", "sgd", "--schedule", "cosine", "--seed", "7",
+            "--threads", "1", "--save-every-steps", "5", "--quiet", "--out", str(out)]
+
+
+def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path):
+    ref = tmp_path / "ref"
+    subprocess.run(_train_cmd(ref), check=True, capture_output=True, timeout=600)
+    for attempt in range(5):
+        run = tmp_path / f"killed{attempt}"
+        proc = subprocess.Popen(_train_cmd(run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        target = 31 + 7 * attempt + 3  # steps into epoch 2 (31 steps per epoch)
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline:
+            try:
+                n = sum(1 for _ in open(run / "iterations.csv")) - 1
+            except OSError:
+                n = 0
+            if n >= target:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.005)
+        proc.wait()
+        if proc.returncode == -signal.SIGKILL and load_checkpoint(run / "checkpoints/last.pt")["progress"]["batch"] > 0:
+            break
+    else:
+        pytest.fail("could not kill the run in the middle of an epoch")
+    assert not (run / "summary.json").exists()
+    resumed = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--resume", str(run), "--quiet"],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    a = load_checkpoint(ref / "checkpoints/last.pt")
+    b = load_checkpoint(run / "checkpoints/last.pt")
+    assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
+    assert read_csv(ref / "iterations.csv") == read_csv(run / "iterations.csv")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(read_csv(ref / "metrics.csv")) == strip(read_csv(run / "metrics.csv"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cli):
+    out = tmp_path / "nan"
+    r = cli("train", "--dataset", SYN, "--model", "c8k3-relu-p2-fc10-relu", "--epochs", "3", "--optimizer", "sgd",
+            "--lr", "0.01", "--schedule", "step", "--set", "schedule_args={step_epochs: 1, gamma: 1.0e+30}",
+            "--quiet", "--out", out)
+    assert r.returncode == 3
+    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
+    assert "loss became nan" in r.stderr and "lower --lr" in r.stderr
+    good = load_checkpoint(out / "checkpoints/last.pt")
+    assert good["progress"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in good["model_state"].values() if v.is_floating_point())
+
+
+def test_interrupt_saves_and_resume_finishes(tmp_path):
+    out = tmp_path / "int"
+    proc = subprocess.Popen(_train_cmd(out, epochs=2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not (out / "iterations.csv").exists() and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 130 and "cnnlab train --resume" in err
+    r = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--resume", str(out), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0 and (out / "summary.json").exists()
+
+
+def test_predictions_match_evaluated_accuracy(tmp_path, cli):
+    run = tmp_path / "p"
+    train(cfg(run), quiet=True)
+    r = cli("evaluate", run, "--json")
+    assert r.returncode == 0, r.stderr
+    import json
+    acc = json.loads(r.stdout)["accuracy"]
+    r = cli("predict", run, "--out", tmp_path / "predictions.csv")
+    assert r.returncode == 0, r.stderr
+    rows = read_csv(tmp_path / "predictions.csv")
+    assert list(rows[0]) == ["id", "label"] and [int(x["id"]) for x in rows] == list(range(128))
+    from cnnlab.data import load_dataset
+    labels = load_dataset(SYN, seed=1).test.y.tolist()
+    assert sum(int(x["label"]) == y for x, y in zip(rows, labels)) / len(labels) == pytest.approx(acc, abs=1e-9)
+    assert (run / "confusion_matrix.csv").exists() and (run / "per_class.csv").exists()
+
+
+def test_early_stop(tmp_path):
+    s = train(cfg(tmp_path / "e", epochs=30, early_stop=1, lr=1e-7), quiet=True)
+    assert s["epochs_run"] < 30
+
+
+BAD = [
+    (["train", "--data-dir", "{tmp}/nowhere"], "does not exist"),
+    (["train", "--model", "c32k3-relu-foo-fc10", "--dataset", "synthetic"], "bad token 'foo'"),
+    (["train", "--model", "resnet1000", "--dataset", "synthetic"], "unknown model 'resnet1000'"),
+    (["train", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["train", "--dataset", "synthetic", "--augment", "spin"], "unknown augmentation"),
+    (["train", "--resume", "{tmp}"], "not a cnnlab run directory"),
+    (["evaluate", "{tmp}/nowhere"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD)
+def test_bad_input_one_line_exit_2(tmp_path, cli, args, message):
+    (tmp_path / "junk.txt").write_text("not a run")
+    out = tmp_path / "out"
+    args = [a.format(tmp=tmp_path) for a in args]
+    if args[0] == "train" and "--resume" not in args:
+        args += ["--out", str(out)]
+    r = cli(*args)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "magic"])
+def test_bad_data_files_from_the_cli(tmp_path, cli, damage):
+    from test_data import make_mnist_dir, write_idx
+    import numpy as np
+
+    d = make_mnist_dir(tmp_path / "data")
+    f = d / "train-images-idx3-ubyte.gz"
+    if damage == "truncate":
+        f.write_bytes(f.read_bytes()[:300])
+    else:
+        write_idx(f, np.zeros((3, 28, 28)), magic=0x0803 + 5)
+    r = cli("train", "--dataset", "mnist", "--data-dir", tmp_path / "data", "--out", tmp_path / "out")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert str(f) in r.stderr.splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path, cli):
+    train(cfg(tmp_path / "r", epochs=1), quiet=True)
+    before = (tmp_path / "r/metrics.csv").read_text()
+    r = cli("train", "--dataset", "synthetic", "--out", tmp_path / "r")
+    assert r.returncode == 2 and "already exists" in r.stderr
+    assert (tmp_path / "r/metrics.csv").read_text() == before

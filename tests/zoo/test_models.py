@@ -1,0 +1,122 @@
+"""Every registered model builds, runs forward and backward on MNIST- and CIFAR-shaped input,
+and the zoo's parameter counts match the papers."""
+
+import argparse
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.models import create_model, list_models
+from cnnlab.models.registry import model_builder
+from cnnlab.models.summary import count_macs, count_params, model_summary
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("shape,classes", [((1, 28, 28), 7), ((3, 32, 32), 10)])
+def test_forward_backward(name, shape, classes):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=classes, in_channels=shape[0], input_size=shape[1:])
+    model.train()
+    x = torch.randn(2, *shape)
+    out = model(x)
+    assert out.shape == (2, classes)
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", list_models("zoo"))
+def test_zoo_docstring_names_its_paper(name):
+    doc = model_builder(name).__doc__ or ""
+    assert any(ch.isdigit() for ch in doc), f"{name}: the docstring should cite its paper (authors, year)"
+
+
+# Published parameter counts for 10 classes (the papers' tables, or the standard CIFAR code).
+PUBLISHED = {
+    "resnet20": (0.26e6, 0.28e6),  # He et al. 2016, Table 6: 0.27M
+    "resnet32": (0.45e6, 0.47e6),  # 0.46M
+    "resnet56": (0.84e6, 0.86e6),  # 0.85M
+    "resnet18": (11.16e6, 11.18e6),  # CIFAR layout: 11.17M
+    "densenet_bc_100": (0.76e6, 0.80e6),  # Huang et al. 2017, Table 2: 0.8M
+    "vgg16_bn": (14.70e6, 14.75e6),
+    "mobilenet_v2": (2.2e6, 2.3e6),
+    "shufflenet_v2": (1.25e6, 1.28e6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_parameter_counts_match_papers(name):
+    lo, hi = PUBLISHED[name]
+    n = count_params(create_model(name, num_classes=10, in_channels=3, input_size=32))
+    assert lo <= n <= hi, f"{name}: {n} parameters, expected {lo:.0f}-{hi:.0f}"
+
+
+def test_width_and_depth_options_change_size():
+    small = count_params(create_model("shufflenet_v2", width=0.5))
+    assert small < count_params(create_model("shufflenet_v2", width=1.0))
+    assert count_params(create_model("densenet_bc_100", depth=40, growth=12)) < 0.3e6
+    assert count_params(create_model("mobilenet_v2", width=0.5)) < count_params(create_model("mobilenet_v2"))
+    assert count_params(create_model("efficientnet_b0", width=0.5, depth=0.5)) < count_params(create_model("efficientnet_b0"))
+    assert count_params(create_model("resnet20", width=2)) > 3 * count_params(create_model("resnet20"))
+
+
+def test_residual_blocks_are_named_and_marked():
+    names = {type(m).__name__ for n in ("resnet20", "resnet50", "mobilenet_v2") for m in create_model(n).modules()}
+    assert {"BasicBlock", "Bottleneck", "InvertedResidual"} <= names
+    for m in create_model("mobilenet_v2").modules():
+        if type(m).__name__ == "InvertedResidual":  # only shape-preserving blocks add their input
+            x = torch.randn(1, m.block[0][0].in_channels, 8, 8)
+            assert m.residual == (m.eval()(x).shape == x.shape)
+
+
+def test_macs_match_a_hand_count():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                          nn.Flatten(), nn.Linear(8 * 32 * 32, 10))
+    expected = 32 * 32 * 8 * 3 * 9 + 32 * 32 * 8 * 9 + 8 * 32 * 32 * 10
+    assert count_macs(model, (3, 32, 32)) == expected
+
+
+def test_macs_agree_with_torch_flop_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = create_model("resnet20").eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    # torch counts 2 flops per multiply-add; the parameter-free shortcuts add none
+    assert count_macs(model, (3, 32, 32)) == counter.get_total_flops() // 2
+
+
+def _cli(argv):
+    from cnnlab.commands import models
+
+    parser = argparse.ArgumentParser()
+    models.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["models", *argv])
+    return args.func(args)
+
+
+def test_models_command_json(capsys):
+    assert _cli(["--json", "--tag", "resnet"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in data["models"]}
+    assert "resnet20" in rows and "lenet5" not in rows
+    assert rows["resnet20"]["params"] == count_params(create_model("resnet20"))
+    assert rows["resnet20"]["macs"] == model_summary("resnet20")["macs"] > 40e6
+
+
+def test_models_command_table_and_grammar(capsys):
+    assert _cli(["--input", "1x28x28", "--tag", "classic"]) == 0
+    out = capsys.readouterr().out
+    assert "lenet5" in out and "1x28x28" in out
+    assert _cli(["--grammar"]) == 0
+    assert "cNkK" in capsys.readouterr().out
+
+
+def test_models_command_rejects_bad_input_shape():
+    from cnnlab.errors import CnnlabError
+
+    with pytest.raises(CnnlabError, match="3x32x32"):
+        _cli(["--input", "32x32"])
