@@ -16,7 +16,7 @@ from cnnlab.errors import CnnlabError
 
 # Order here is the order in `cnnlab --help`.
 COMMANDS = (
-    "train", "evaluate", "predict", "models", "data", "env", "gradcheck", "profile", "cost", "score", "bench",
+    "train", "evaluate", "predict", "models", "data", "env", "gradcheck", "profile", "cost", "score", "bench", "lr-find", "study",
 )
 
 

@@ -164,8 +164,10 @@ def load_study(path, seeds: int | None = None, out=None, budget_ok=None) -> Stud
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        mark, context = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
         line = f", line {mark.line + 1}" if mark else ""
+        if mark and context and context.line != mark.line:
+            line += f" (in what starts on line {context.line + 1})"
         raise CnnlabError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if root is None:
         raise CnnlabError(f"{path} is empty: a study needs `base:` and `experiments:`")

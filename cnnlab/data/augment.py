@@ -2,8 +2,7 @@
 
 An augmentation string joins operations with `+`, each with an optional `:argument`:
 
-    crop[:P]      random crop after zero padding by P pixels (default 4); after normalisation,
-                  zero is the mean colour
+    crop[:P]      random crop after zero (black) padding by P pixels (default 4)
     translate[:P] the same operation under its other common name
     flip          horizontal flip with probability 0.5
     cutout[:S]    zero one SxS square at a random centre per image (default 8; DeVries & Taylor, 2017)
@@ -22,13 +21,11 @@ from cnnlab.errors import CnnlabError
 
 def random_crop(x, gen, pad=4):
     n, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (n, 1, h, 1)
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (n, 1, 1, w)
-    idx = (rows * (w + 2 * pad) + cols).expand(n, x.shape[1], h, w).reshape(n, x.shape[1], -1)
-    return padded.reshape(n, x.shape[1], -1).gather(2, idx).reshape(n, x.shape[1], h, w)
+    # Every crop window of the padded batch as a view (no copy), then one pick per image.
+    windows = F.pad(x, (pad, pad, pad, pad)).unfold(2, h, 1).unfold(3, w, 1)  # (n, c, 2p+1, 2p+1, h, w)
+    return windows[torch.arange(n, device=x.device), :, dy, dx]
 
 
 def flip(x, gen):
@@ -47,6 +44,9 @@ def cutout(x, gen, size=8):
 
 
 OPS = {"crop": (random_crop, 4), "translate": (random_crop, 4), "flip": (flip, None), "cutout": (cutout, 8)}
+# Operations that only move pixels run on the uint8 batch, before normalisation: a quarter of the
+# memory traffic. Cutout runs after it, so its square is zero, the mean colour (as DeVries & Taylor).
+PIXEL_OPS = {"crop", "translate", "flip"}
 
 
 def parse_augment(text: str | None):
@@ -67,6 +67,14 @@ def parse_augment(text: str | None):
             raise CnnlabError(f"augmentation '{part}': the argument must be an integer number of pixels") from None
         ops.append((name, fn, value))
     return ops
+
+
+def split_pixel_ops(ops):
+    """The leading run of pixel-moving ops (safe on uint8), and the rest, in the user's order."""
+    k = 0
+    while k < len(ops) and ops[k][0] in PIXEL_OPS:
+        k += 1
+    return ops[:k], ops[k:]
 
 
 def apply_augment(ops, x, gen):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from cnnlab.data.augment import apply_augment, parse_augment
+from cnnlab.data.augment import apply_augment, parse_augment, split_pixel_ops
 
 
 def _generator(*keys) -> torch.Generator:
@@ -30,6 +30,7 @@ class BatchLoader:
         self.batch_size = int(batch_size)
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.ops = parse_augment(augment) if isinstance(augment, (str, type(None))) else augment
+        self.pixel_ops, self.float_ops = split_pixel_ops(self.ops)
         c = self.x.shape[1]
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255
         self.inv_std = 1 / (torch.tensor(std, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255)
@@ -39,7 +40,7 @@ class BatchLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        return (x_uint8.float() - self.mean) * self.inv_std
+        return x_uint8.float().sub_(self.mean).mul_(self.inv_std)
 
     def order(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
@@ -47,9 +48,13 @@ class BatchLoader:
         return torch.randperm(len(self.y), generator=_generator(self.seed, epoch)).to(self.device)
 
     def batch(self, idx: torch.Tensor, epoch: int = 0, b: int = 0):
-        x = self.normalize(self.x[idx])
+        x = self.x[idx]
         if self.ops:
-            x = apply_augment(self.ops, x, _generator(self.seed, epoch, b, 7))
+            gen = _generator(self.seed, epoch, b, 7)
+            x = self.normalize(apply_augment(self.pixel_ops, x, gen))
+            x = apply_augment(self.float_ops, x, gen)
+        else:
+            x = self.normalize(x)
         return x, self.y[idx]
 
     def epoch(self, epoch: int = 0, start: int = 0):

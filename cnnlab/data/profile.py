@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from cnnlab.data.augment import parse_augment
+from cnnlab.data.augment import parse_augment, split_pixel_ops
 from cnnlab.data.loader import BatchLoader, _generator
 from cnnlab.device import synchronize
 
@@ -16,22 +16,25 @@ def profile_loader(split, mean, std, batch_size=512, augment="crop+flip+cutout",
     Medians over `repeats` passes of `batches` batches."""
     device = torch.device(device)
     loader = BatchLoader(split, batch_size, mean, std, shuffle=True, seed=0, device=device)
-    ops = parse_augment(augment)
+    pixel_ops, float_ops = split_pixel_ops(parse_augment(augment))
     order = loader.order(0)
     n = min(batches, len(loader))
-    stages = ["index", "normalize"] + [name for name, _, _ in ops]
+    # The loader's own order: pixel-moving ops on uint8, then normalisation, then the rest.
+    stages = ["index"] + [name for name, _, _ in pixel_ops] + ["normalize"] + [name for name, _, _ in float_ops]
     times = {s: [] for s in stages + ["total"]}
     for _ in range(repeats):
         acc = dict.fromkeys(stages, 0.0)
         t_all = time.perf_counter()
         for b in range(n):
             idx = order[b * batch_size:(b + 1) * batch_size]
-            t = time.perf_counter(); xb = loader.x[idx]; synchronize(device); acc["index"] += time.perf_counter() - t
-            t = time.perf_counter(); x = loader.normalize(xb); synchronize(device); acc["normalize"] += time.perf_counter() - t
+            t = time.perf_counter(); x = loader.x[idx]; synchronize(device); acc["index"] += time.perf_counter() - t
             gen = _generator(0, 0, b, 7)
-            for name, fn, arg in ops:
+            for name, fn, arg in pixel_ops + [("normalize", None, None)] + float_ops:
                 t = time.perf_counter()
-                x = fn(x, gen) if arg is None else fn(x, gen, arg)
+                if fn is None:
+                    x = loader.normalize(x)
+                else:
+                    x = fn(x, gen) if arg is None else fn(x, gen, arg)
                 synchronize(device)
                 acc[name] += time.perf_counter() - t
         total = time.perf_counter() - t_all

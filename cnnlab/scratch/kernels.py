@@ -119,7 +119,7 @@ def maxpool_forward(x, k, stride):
         else:
             better = v > out  # strictly greater: ties keep the first maximum
             np.copyto(out, v, where=better)
-            arg[better] = i
+            np.copyto(arg, i, where=better)
     return out, (x.shape, arg, k, stride)
 
 
@@ -127,7 +127,7 @@ def maxpool_backward(dout, cache):
     x_shape, arg, k, stride = cache
     dx = np.zeros(x_shape, dtype=dout.dtype)
     for i, view in _windows(dx, k, stride):
-        dx[view] += np.where(arg == i, dout, 0)
+        dx[view] += dout * (arg == i)  # a product, not np.where: np.where is many times slower here
     return dx
 
 

@@ -26,19 +26,23 @@ _jit = dict(parallel=True, cache=True, fastmath=False, nogil=True, boundscheck=F
 @njit(**_jit)
 def _im2col(x, k, stride, pad, ho, wo):
     n, c, h, w = x.shape
-    cols = np.zeros((c * k * k, n * ho * wo), dtype=x.dtype)
+    cols = np.empty((c * k * k, n * ho * wo), dtype=x.dtype)  # every entry is written below
     for row in prange(c * k * k):
         ch, a, b = row // (k * k), (row // k) % k, row % k
         # output columns s whose input column s*stride + b - pad lies inside the image
         s_lo = max(0, (pad - b + stride - 1) // stride)
-        s_hi = min(wo, (w - 1 + pad - b) // stride + 1)
+        s_hi = max(s_lo, min(wo, (w - 1 + pad - b) // stride + 1))
         for i in range(n):
             for r in range(ho):
                 y = r * stride + a - pad
+                base = (i * ho + r) * wo
                 if 0 <= y < h:
-                    base = (i * ho + r) * wo
+                    cols[row, base:base + s_lo] = 0
                     for s in range(s_lo, s_hi):
                         cols[row, base + s] = x[i, ch, y, s * stride + b - pad]
+                    cols[row, base + s_hi:base + wo] = 0
+                else:
+                    cols[row, base:base + wo] = 0
     return cols
 
 

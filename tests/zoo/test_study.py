@@ -76,7 +76,7 @@ def test_bad_files_are_rejected_with_their_line(tmp_path, old, new, line, messag
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):
-    with pytest.raises(CnnlabError, match=r"line 4.*not valid YAML"):
+    with pytest.raises(CnnlabError, match=r"line 5 \(in what starts on line 4\): not valid YAML"):
         load_study(_write(tmp_path, "base:\n  model: lenet5\nexperiments:\n  a: {optimizer: sgd\n"))
 
 
@@ -188,7 +188,7 @@ def test_mnist_study_end_to_end_then_restart_skips(tmp_path):
           model: c8k3-relu-p2-fc32-relu
           dataset: mnist
           data_dir: {data_dir}
-          subset: 1000
+          subset: 2000
           val_size: 500
           epochs: 1
           batch_size: 64
@@ -222,6 +222,6 @@ def test_mnist_study_end_to_end_then_restart_skips(tmp_path):
     assert [Path(c).parts[-2:] for c in calls] == [("adam", "seed0"), ("adam", "seed1")]
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
     assert results["sgd"]["runs"] == results["adam"]["runs"] == 2
-    assert results["sgd"]["test_acc"][0] > 0.7 and results["adam"]["test_acc"][0] > 0.7
+    assert results["sgd"]["test_acc"][0] > 0.5 and results["adam"]["test_acc"][0] > 0.5  # chance is 0.1
     for name in ("results.md", "results.csv", "train_loss.png", "val_acc.png"):
         assert (tmp_path / "out" / name).exists()
