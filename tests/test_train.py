@@ -171,7 +171,7 @@ def test_bad_input_one_line_exit_2(tmp_path, cli, args, message):
 
 @pytest.mark.parametrize("damage", ["truncate", "magic"])
 def test_bad_data_files_from_the_cli(tmp_path, cli, damage):
-    from test_data import make_mnist_dir, write_idx
+    from tests.test_data import make_mnist_dir, write_idx
     import numpy as np
 
     d = make_mnist_dir(tmp_path / "data")
