@@ -118,8 +118,10 @@ def maxpool_forward(x, k, stride):
             out, arg = v.copy(), np.zeros(v.shape, dtype=np.int8 if k * k < 128 else np.int32)
         else:
             better = v > out  # strictly greater: ties keep the first maximum
-            np.copyto(out, v, where=better)
-            np.copyto(arg, i, where=better)
+            np.maximum(out, v, out=out)
+            # arg = i where better, else unchanged, as arithmetic (masked writes branch per element)
+            arg *= ~better
+            arg += better * arg.dtype.type(i)
     return out, (x.shape, arg, k, stride)
 
 

@@ -4,7 +4,6 @@ the table and the plots (with a fake trainer), and real end-to-end studies."""
 import argparse
 import csv
 import json
-import os
 import textwrap
 from pathlib import Path
 
@@ -177,17 +176,15 @@ def test_end_to_end_with_the_real_trainer_on_synthetic_data(tmp_path, capsys):
 
 
 @pytest.mark.realdata
-def test_mnist_study_end_to_end_then_restart_skips(tmp_path):
-    data_dir = os.environ.get("CNNLAB_DATA_DIR")
-    if not data_dir:
-        pytest.skip("CNNLAB_DATA_DIR is not set: point it at the directory holding mnist/")
+def test_mnist_study_end_to_end_then_restart_skips(tmp_path, real_dataset, data_dir):
+    real_dataset("mnist")  # skips (or fails under CNNLAB_REQUIRE_DATA=1) when MNIST is unavailable
     from cnnlab.study import default_trainer
 
     path = _write(tmp_path, f"""\
         base:
           model: c8k3-relu-p2-fc32-relu
           dataset: mnist
-          data_dir: {data_dir}
+          data_dir: {json.dumps(data_dir)}
           subset: 2000
           val_size: 500
           epochs: 1
