@@ -86,8 +86,11 @@ def main():
     flops = step_flops(SPEC, (3, 32, 32), n)
     peak, mhz = peak_flops()
     floor = flops / peak
-    print(f"{SPEC}, batch {n}, float32, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs at {mhz:.0f} MHz, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    import numba
+
+    print(f"{SPEC}, batch {n}, float32, torch threads {torch.get_num_threads()}, numba threads {numba.get_num_threads()} "
+          f"({numba.threading_layer()}), OpenBLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default = CPUs')}, "
+          f"{os.cpu_count()} CPUs at {mhz:.0f} MHz, load average {os.getloadavg()[0]:.2f}")
     print(f"step FLOPs {flops / 1e9:.2f} G; peak {peak / 1e9:.0f} GFLOP/s; FLOP floor {1000 * floor:.1f} ms")
     print(f"{'engine':<8} {'median ms':>10} {'x torch':>8} {'x floor':>8} {'GFLOP/s':>8}")
     for k in steps:

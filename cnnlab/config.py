@@ -41,6 +41,13 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = None
     early_stop: int | None = None  # patience in epochs without a better validation accuracy
+    max_seconds: float | None = None  # stop once this much training time is spent (equal-time comparisons)
+    # speed and accuracy tricks (PyTorch engine)
+    ema: float | None = None  # decay of an exponential moving average of the weights, e.g. 0.999; evaluated instead
+    tta: bool = False  # test-time augmentation: average the scores of each image and its mirror image
+    precision: str = "fp32"  # fp32 | bf16 (CPU and CUDA) | fp16 (CUDA, with loss scaling)
+    channels_last: bool = False  # NHWC memory layout (faster convolutions on recent GPUs and CPUs)
+    compile: bool = False  # torch.compile the model
     # run control
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N

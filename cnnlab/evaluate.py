@@ -8,13 +8,19 @@ from cnnlab.data.loader import BatchLoader
 from cnnlab.train.losses import make_loss
 
 
+def flip_tta(fn, x):
+    """Test-time augmentation: scores averaged over each image and its horizontal mirror."""
+    return (fn(x) + fn(x.flip(3))) / 2
+
+
 @torch.no_grad()
-def predict_logits(model_or_fn, split, mean, std, batch_size=1000, device="cpu") -> torch.Tensor:
+def predict_logits(model_or_fn, split, mean, std, batch_size=1000, device="cpu", tta=False) -> torch.Tensor:
     """Scores for every image of the split, in dataset order. `model_or_fn` maps a batch to scores."""
     if isinstance(model_or_fn, torch.nn.Module):
         model_or_fn.eval()
     loader = BatchLoader(split, batch_size, mean, std, device=device)
-    return torch.cat([model_or_fn(x).float().cpu() for x, _ in loader.epoch()])
+    fn = (lambda x: flip_tta(model_or_fn, x)) if tta else model_or_fn
+    return torch.cat([fn(x).float().cpu() for x, _ in loader.epoch()])
 
 
 def evaluate_logits(logits, y, num_classes, loss_name="softmax") -> dict:
@@ -32,6 +38,6 @@ def evaluate_logits(logits, y, num_classes, loss_name="softmax") -> dict:
     }
 
 
-def evaluate(model, split, mean, std, num_classes, loss_name="softmax", batch_size=1000, device="cpu") -> dict:
-    logits = predict_logits(model, split, mean, std, batch_size, device)
+def evaluate(model, split, mean, std, num_classes, loss_name="softmax", batch_size=1000, device="cpu", tta=False) -> dict:
+    logits = predict_logits(model, split, mean, std, batch_size, device, tta)
     return evaluate_logits(logits, split.y, num_classes, loss_name)

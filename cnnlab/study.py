@@ -154,7 +154,7 @@ def check_config(config: TrainConfig):
     validate(config)
 
 
-def load_study(path, seeds: int | None = None, out=None, budget_ok=None) -> Study:
+def load_study(path, seeds: int | None = None, out=None) -> Study:
     """Parse and check a whole study file; raise CnnlabError naming the line of the first problem."""
     path = Path(path)
     try:
@@ -222,9 +222,6 @@ def load_study(path, seeds: int | None = None, out=None, budget_ok=None) -> Stud
         budget = _value(bnode)
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
             raise CnnlabError(f"{_where(path, bnode)}: `budget_seconds:` must be a positive number of seconds, got {budget!r}")
-        if budget is not None and not (budget_ok or _trainer_has_budget)():
-            raise CnnlabError(f"{_where(path, bnode)}: this cnnlab's trainer cannot stop on a time budget "
-                              "(TrainConfig has no max_seconds): remove `budget_seconds:` to compare at equal epochs")
 
     description = _value(top["description"][1]) if "description" in top else ""
     out = Path(out) if out else Path("runs") / f"study-{path.stem}"
@@ -249,10 +246,6 @@ def load_study(path, seeds: int | None = None, out=None, budget_ok=None) -> Stud
             run_config.out = str(run_dir)
             study.runs.append(StudyRun(name, seed, run_config, run_dir))
     return study
-
-
-def _trainer_has_budget() -> bool:
-    return "max_seconds" in _FIELDS
 
 
 # ---- running ----------------------------------------------------------------------------

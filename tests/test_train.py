@@ -192,3 +192,47 @@ def test_existing_run_dir_is_not_overwritten(tmp_path, cli):
     r = cli("train", "--dataset", "synthetic", "--out", tmp_path / "r")
     assert r.returncode == 2 and "already exists" in r.stderr
     assert (tmp_path / "r/metrics.csv").read_text() == before
+
+
+def test_unknown_model_option_is_named():
+    from cnnlab.errors import CnnlabError
+    from cnnlab.models import create_model
+
+    with pytest.raises(CnnlabError, match="model 'lenet5' has no option 'widht'.*activation"):
+        create_model("lenet5", widht=2)
+
+
+def test_time_budget_stops_the_run(tmp_path):
+    s = train(cfg(tmp_path / "t", epochs=50, max_seconds=0.3), quiet=True)
+    assert s["epochs_run"] < 50
+    assert "time budget" in (tmp_path / "t/train.log").read_text()
+
+
+@pytest.mark.parametrize("tricks", [dict(ema=0.9), dict(tta=True), dict(precision="bf16"),
+                                    dict(channels_last=True), dict(ema=0.9, tta=True, channels_last=True),
+                                    dict(compile=True)])
+def test_training_tricks_run_resume_and_evaluate(tmp_path, cli, tricks):
+    run = tmp_path / "r"
+    s = train(cfg(run, model="c8k3-bn-relu-p2-c16k3-relu-gap", epochs=1, **tricks), quiet=True)
+    assert 0 <= s["test_acc"] <= 1
+    ckpt = load_checkpoint(run / "checkpoints/last.pt")
+    if "ema" in tricks:
+        ema = ckpt["engine_state"]["ema"]["module"]
+        raw = ckpt["engine_state"]["model"]
+        # the saved model is the average, not the last weights
+        assert all(torch.equal(ckpt["model_state"][k], ema[k]) for k in ema)
+        assert any(not torch.equal(ema[k], raw[k]) for k in ema if raw[k].is_floating_point())
+    r = cli("evaluate", run, "--json")
+    assert r.returncode == 0, r.stderr
+    import json
+    if not tricks.get("precision"):  # bf16 scores differ slightly from the fp32 evaluation
+        assert json.loads(r.stdout)["accuracy"] == pytest.approx(s["test_acc"], abs=1e-6)
+
+
+def test_fp16_needs_cuda(tmp_path):
+    from cnnlab.errors import CnnlabError
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: fp16 is allowed")
+    with pytest.raises(CnnlabError, match="fp16 training needs a CUDA device"):
+        train(cfg(tmp_path / "f", precision="fp16", device="cpu"), quiet=True)

@@ -39,7 +39,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     d = loaded.data
     result = evaluate(loaded.model.to(device), split, d["mean"], d["std"], d["num_classes"],
-                      loaded.config.loss or loaded.model.loss_name, device=device)
+                      loaded.config.loss or loaded.model.loss_name, device=device, tta=loaded.config.tta)
     result.update(split=args.split, checkpoint=args.checkpoint, classes=d["classes"])
     run_dir = loaded.run_dir
     classes = d["classes"]

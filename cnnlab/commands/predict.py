@@ -37,7 +37,8 @@ def run(args) -> int:
     split = load_split(loaded, args.split, args.data_dir)
     device = resolve_device(args.device)
     d = loaded.data
-    pred = predict_logits(loaded.model.to(device), split, d["mean"], d["std"], device=device).argmax(1).tolist()
+    pred = predict_logits(loaded.model.to(device), split, d["mean"], d["std"], device=device,
+                          tta=loaded.config.tta).argmax(1).tolist()
     out = Path(args.out) if args.out else loaded.run_dir / "predictions.csv"
     labels = [d["classes"][p] for p in pred] if args.names else pred
     write_csv(out, ["id", "label"], list(enumerate(labels)))

@@ -32,6 +32,9 @@ FLAGS = {
     "--loss": ("loss", str, "softmax or svm (default: the model's; a spec's last token)"),
     "--label-smoothing": ("label_smoothing", float, "label smoothing for the softmax loss (default 0)"),
     "--grad-clip": ("grad_clip", float, "clip the gradient norm to this value"),
+    "--max-seconds": ("max_seconds", float, "stop once this much training time is spent (equal-time comparisons)"),
+    "--ema": ("ema", float, "keep an exponential moving average of the weights with this decay (e.g. 0.999) and evaluate it"),
+    "--precision": ("precision", str, "fp32 (default), bf16 (CPU or CUDA) or fp16 (CUDA)"),
     "--threads": ("threads", int, "CPU threads for PyTorch (default: all cores)"),
     "--save-every-steps": ("save_every_steps", int, "write checkpoints/last.pt every N steps (default: every 60 s)"),
     "--out": ("out", str, "run directory (default runs/<model>-<dataset>-<time>)"),
@@ -45,6 +48,9 @@ def add_parser(sub):
     for flag, (field, typ, help_) in FLAGS.items():
         p.add_argument(flag, dest=field, type=typ, default=None, help=help_)
     p.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum for SGD")
+    p.add_argument("--tta", action="store_true", default=None, help="evaluate with flip test-time augmentation")
+    p.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory layout")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--config", metavar="FILE", help="a YAML file of TrainConfig keys (e.g. a run's config.yaml)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override any config key, values in YAML: --set schedule_args='{step_epochs: 2}'")
@@ -59,8 +65,9 @@ def config_from_args(args) -> TrainConfig:
     for field, _, _ in FLAGS.values():
         if getattr(args, field) is not None:
             base[field] = getattr(args, field)
-    if args.nesterov:
-        base["nesterov"] = True
+    for flag in ("nesterov", "tta", "channels_last", "compile"):
+        if getattr(args, flag):
+            base[flag] = True
     for item in args.set:
         key, eq, value = item.partition("=")
         if not eq:

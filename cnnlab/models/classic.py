@@ -48,7 +48,6 @@ class SpecNet(nn.Sequential):
     def __init__(self, spec: str, num_classes: int, in_channels: int, input_size):
         parsed = parse_spec(spec)
         resolved = resolve(parsed, (in_channels, *_hw(input_size)), num_classes)
-        mods = []
         super().__init__(*(layer_to_torch(layer) for layer, _, _ in resolved))
         self.spec = parsed.text
         self.loss_name = parsed.loss
@@ -100,5 +99,5 @@ class LeNet5(nn.Module):
 
 
 @register_model("lenet5", tags=("classic",))
-def lenet5(num_classes=10, in_channels=3, input_size=32, **kw):
-    return LeNet5(num_classes, in_channels, input_size, **kw)
+def lenet5(num_classes=10, in_channels=3, input_size=32, activation="relu", pool="max", **_):
+    return LeNet5(num_classes, in_channels, input_size, activation, pool)

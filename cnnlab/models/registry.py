@@ -15,6 +15,7 @@ A `--model` value that is not a registered name but looks like a spec string
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Callable
 
 from cnnlab.errors import CnnlabError
@@ -53,6 +54,19 @@ def model_builder(name: str) -> Callable:
     return _REGISTRY[name]
 
 
+# Options an engine reads from model_args itself; a model builder may ignore them.
+ENGINE_OPTIONS = {"backend"}
+
+
+def _check_options(name, builder, kwargs):
+    params = inspect.signature(builder).parameters
+    known = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unknown = sorted(set(kwargs) - known - ENGINE_OPTIONS)
+    if unknown:
+        options = sorted(known - {"num_classes", "in_channels", "input_size"})
+        raise CnnlabError(f"model '{name}' has no option '{unknown[0]}': its options are {', '.join(options) or 'none'}")
+
+
 def create_model(name: str, num_classes: int = 10, in_channels: int = 3, input_size=32, **kwargs):
     """Build a registered model, or a `convnet` when `name` is a spec string."""
     from cnnlab.models.spec import looks_like_spec
@@ -60,7 +74,9 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, input_s
     if name not in _REGISTRY and looks_like_spec(name):
         kwargs["spec"] = name
         name = "convnet"
-    model = model_builder(name)(num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs)
+    builder = model_builder(name)
+    _check_options(name, builder, kwargs)
+    model = builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs)
     model.model_name = name
     if not hasattr(model, "loss_name"):
         model.loss_name = "softmax"

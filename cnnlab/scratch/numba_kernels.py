@@ -4,7 +4,9 @@ The matrix products of convolution stay in BLAS (`cnnlab.scratch.kernels.make_co
 Numba replaces is the data movement around them and the pooling loops, which NumPy runs as
 K*K separate passes over the batch. Each loop nest here makes one pass, in parallel over
 rows of `cols` (im2col), channels (col2im: a channel's pixels are written by one thread only,
-so there are no races) or (image, channel) planes (pooling).
+so there are no races) or (image, channel) planes (pooling). Large outputs are allocated by
+NumPy and filled by Numba: NumPy asks the kernel for huge pages on large arrays, which makes
+first touching a fresh 77 MB column matrix markedly cheaper.
 
 Kernels compile once per dtype and are cached on disk (`cache=True`), so only the first
 run on a machine pays the compile time. `fastmath=False` keeps results bit-comparable with
@@ -27,7 +29,7 @@ from numba import njit, prange
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
-from cnnlab.scratch.kernels import out_size
+from cnnlab.scratch.kernels import make_conv, out_size
 
 _jit = dict(parallel=True, cache=True, fastmath=False, nogil=True, boundscheck=False)
 
@@ -81,108 +83,6 @@ def im2col(x, k, stride, pad):
 def col2im(dcols, x_shape, k, stride, pad):
     n, c, h, w = x_shape
     return _col2im(dcols, n, c, h, w, k, stride, pad, out_size(h, k, stride, pad), out_size(w, k, stride, pad))
-
-
-# ----------------------------------------------------------------------- convolution
-#
-# The same im2col + BLAS convolution as the NumPy backend, but over chunks of a few images:
-# a chunk's columns (C*K*K, m*Ho*Wo) stay in cache between im2col writing them and the matrix
-# product reading them, where the whole batch's columns (77 MB for a 7x7 layer on 128 CIFAR
-# images) would go to memory and back. Backward recomputes a chunk's columns from the input
-# (cheaper than storing and re-reading them), so the cache holds the input, not the columns.
-
-KEEP_COLUMNS = False
-CHUNK_ELEMENTS = 1 << 21  # about this many column entries per chunk (8 MB in float32)
-
-
-@njit(**_jit)
-def _rows_to_nchw(rows, b, out, i0):
-    """out[i0 + i, f, p] = rows[f, i * P + p] + b[f]: a product's (F, m*P) result, bias added, into NCHW."""
-    f, cols = rows.shape
-    p = out.shape[2]
-    m = cols // p
-    for t in prange(m * f):
-        i, ch = t // f, t % f
-        for j in range(p):
-            out[i0 + i, ch, j] = rows[ch, i * p + j] + b[ch]
-
-
-@njit(**_jit)
-def _nchw_to_rows(dout, i0, rows):
-    """rows[f, i * P + p] = dout[i0 + i, f, p]: the inverse layout change, for the backward products."""
-    f, cols = rows.shape
-    p = dout.shape[2]
-    m = cols // p
-    for t in prange(m * f):
-        i, ch = t // f, t % f
-        for j in range(p):
-            rows[ch, i * p + j] = dout[i0 + i, ch, j]
-
-
-def _chunks(n, rows, pq):
-    m = max(1, min(n, CHUNK_ELEMENTS // max(1, rows * pq)))
-    return [(i, min(n, i + m)) for i in range(0, n, m)]
-
-
-def conv_forward(x, w, b, stride=1, pad=0, groups=1):
-    n, c, h, wd = x.shape
-    f, cg, k, _ = w.shape
-    ho, wo = out_size(h, k, stride, pad), out_size(wd, k, stride, pad)
-    rows, fg, pq = cg * k * k, f // groups, ho * wo
-    w2 = w.reshape(f, rows)
-    out = np.empty((n, f, pq), dtype=x.dtype)
-    xp = _pad(x, pad)
-    chunks = _chunks(n, c * k * k, pq)
-    if KEEP_COLUMNS:
-        cols_buf = np.empty(c * k * k * n * pq, dtype=x.dtype)
-    else:
-        cols_buf = np.empty(c * k * k * (chunks[0][1] - chunks[0][0]) * pq, dtype=x.dtype)
-    prod_buf = np.empty(f * (chunks[0][1] - chunks[0][0]) * pq, dtype=x.dtype)
-    for i0, i1 in chunks:
-        m = i1 - i0
-        at = c * k * k * i0 * pq if KEEP_COLUMNS else 0
-        cols = cols_buf[at:at + c * k * k * m * pq].reshape(c * k * k, m * pq)
-        prod = prod_buf[:f * m * pq].reshape(f, m * pq)
-        _im2col(xp[i0:i1], k, stride, ho, wo, cols)
-        for g in range(groups):
-            np.matmul(w2[g * fg:(g + 1) * fg], cols[g * rows:(g + 1) * rows], out=prod[g * fg:(g + 1) * fg])
-        _rows_to_nchw(prod, b, out, i0)
-    return out.reshape(n, f, ho, wo), (xp, x.shape, w, stride, pad, groups, cols_buf if KEEP_COLUMNS else None)
-
-
-def conv_backward(dout, cache, need_dx=True):
-    xp, (n, c, h, wd), w, stride, pad, groups, kept = cache
-    f, cg, k, _ = w.shape
-    ho, wo = dout.shape[2:]
-    rows, fg, pq = cg * k * k, f // groups, ho * wo
-    w2 = w.reshape(f, rows)
-    dout3 = np.ascontiguousarray(dout).reshape(n, f, pq)
-    dwt = np.zeros((rows, f), dtype=w.dtype)  # dW^T, accumulated chunk by chunk
-    db = np.zeros(f, dtype=dout.dtype)
-    dx = np.empty((n, c, h, wd), dtype=xp.dtype) if need_dx else None
-    chunks = _chunks(n, c * k * k, pq)
-    cols_buf = np.empty(c * k * k * (chunks[0][1] - chunks[0][0]) * pq, dtype=xp.dtype)
-    d2_buf = np.empty(f * (chunks[0][1] - chunks[0][0]) * pq, dtype=xp.dtype)
-    for i0, i1 in chunks:
-        m = i1 - i0
-        d2 = d2_buf[:f * m * pq].reshape(f, m * pq)
-        if kept is not None:
-            at = c * k * k * i0 * pq
-            cols = kept[at:at + c * k * k * m * pq].reshape(c * k * k, m * pq)
-        else:
-            cols = cols_buf[:c * k * k * m * pq].reshape(c * k * k, m * pq)
-            _im2col(xp[i0:i1], k, stride, ho, wo, cols)
-        _nchw_to_rows(dout3, i0, d2)
-        db += d2.sum(axis=1)
-        dcols = np.empty_like(cols) if need_dx else None
-        for g in range(groups):
-            fs, rs = slice(g * fg, (g + 1) * fg), slice(g * rows, (g + 1) * rows)
-            dwt[:, fs] += cols[rs] @ d2[fs].T  # the orientation BLAS runs fastest, as in make_conv
-            if need_dx:
-                np.matmul(w2[fs].T, d2[fs], out=dcols[rs])
-        if need_dx:
-            dx[i0:i1] = col2im(dcols, (m, c, h, wd), k, stride, pad)
-    return dx, np.ascontiguousarray(dwt.T).reshape(w.shape), db
 
 
 @njit(**_jit)
@@ -271,6 +171,11 @@ def avgpool_backward(dout, cache):
 
 
 def backend() -> SimpleNamespace:
+    # Convolution is the NumPy backend's (one big BLAS product per group) around these im2col
+    # and col2im. Working through the batch in cache-sized chunks was tried and dropped: it saves
+    # memory traffic, but each chunk hands the cores back and forth between BLAS's threads and
+    # Numba's, and on a shared machine every hand-over can wait a scheduler tick (4 ms).
+    conv_forward, conv_backward = make_conv(im2col, col2im)
     return SimpleNamespace(
         name="numba", conv_forward=conv_forward, conv_backward=conv_backward,
         maxpool_forward=maxpool_forward, maxpool_backward=maxpool_backward,

@@ -92,6 +92,8 @@ def validate(config: TrainConfig):
         raise CnnlabError(f"unknown loss '{config.loss}': choose softmax or svm")
     if config.early_stop is not None and config.early_stop < 1:
         raise CnnlabError("--early-stop PATIENCE must be at least 1 epoch")
+    if config.max_seconds is not None and config.max_seconds <= 0:
+        raise CnnlabError("--max-seconds must be positive")
     parse_augment(config.augment)
 
 
@@ -143,7 +145,7 @@ def train(config: TrainConfig | None, resume=None, quiet=False) -> dict:
         config.out = str(run.path)
         run.create()
         run.config.write_text(config.to_yaml())
-        progress = dict(step=0, epoch=0, batch=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0,
+        progress = dict(step=0, epoch=0, batch=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0, elapsed=0.0,
                         best_val_acc=-1.0, best_epoch=-1, bad_epochs=0, done=False)
     else:
         engine.load_state_dict(ckpt["engine_state"])
@@ -169,7 +171,7 @@ def train(config: TrainConfig | None, resume=None, quiet=False) -> dict:
         if len(split) == 0:
             return {"accuracy": float("nan"), "loss": float("nan")}
         loader = BatchLoader(split, config.eval_batch_size, data.mean, data.std, device=device)
-        logits = torch.cat([engine.eval_logits(x).float().cpu() for x, _ in loader.epoch()])
+        logits = torch.cat([engine.eval_logits(x).float().cpu() for x, _ in loader.epoch()])  # TTA is the engine's
         return evaluate_logits(logits, split.y, data.num_classes, config.loss or engine.torch_model().loss_name)
 
     table = EpochTable(run, quiet=quiet)
@@ -187,6 +189,7 @@ def train(config: TrainConfig | None, resume=None, quiet=False) -> dict:
             bar.start_epoch(epoch, config.epochs, progress["batch"])
             t0 = time.perf_counter() - progress["seconds"]
             rows = []
+            out_of_time = False
             for x, y in train_loader.epoch(epoch, start=progress["batch"]):
                 loss, correct = engine.train_step(x, y)
                 if not math.isfinite(loss):
@@ -201,6 +204,9 @@ def train(config: TrainConfig | None, resume=None, quiet=False) -> dict:
                 progress["seen"] += len(y)
                 rows.append([progress["step"], epoch + 1, f"{loss:.6g}", f"{engine.lr():.6g}"])
                 bar.update(loss, progress["correct"] / progress["seen"], len(y), engine.lr())
+                if config.max_seconds and progress["elapsed"] + time.perf_counter() - t0 >= config.max_seconds:
+                    out_of_time = True
+                    break
                 due = (progress["step"] % every == 0) if every else (time.monotonic() - last_save > CHECKPOINT_SECONDS)
                 if signals.stop or (due and progress["batch"] < steps_per_epoch):
                     progress["seconds"] = time.perf_counter() - t0
@@ -222,13 +228,14 @@ def train(config: TrainConfig | None, resume=None, quiet=False) -> dict:
                                                            for h in METRICS_HEADER]])
             table.row(row, images_per_s=progress["seen"] / max(seconds, 1e-9))
             improved = val["accuracy"] > progress["best_val_acc"] or math.isnan(val["accuracy"])
-            progress.update(epoch=epoch + 1, batch=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0)
+            progress.update(epoch=epoch + 1, batch=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0,
+                            elapsed=progress["elapsed"] + seconds)
             if improved:
                 progress.update(best_val_acc=val["accuracy"], best_epoch=epoch + 1, bad_epochs=0)
             else:
                 progress["bad_epochs"] += 1
             stop_early = config.early_stop is not None and progress["bad_epochs"] >= config.early_stop
-            if stop_early or progress["epoch"] == config.epochs:
+            if stop_early or out_of_time or progress["epoch"] == config.epochs:
                 progress["done"] = True
             if improved:
                 checkpoint(run.best)
@@ -236,6 +243,9 @@ def train(config: TrainConfig | None, resume=None, quiet=False) -> dict:
             last_save = time.monotonic()
             if stop_early:
                 table.message(f"early stop: validation accuracy has not improved for {config.early_stop} epochs")
+                break
+            if out_of_time:
+                table.message(f"time budget of {config.max_seconds:g} s spent, in epoch {epoch + 1}")
                 break
             if signals.stop:
                 raise Interrupted(f"stopped by {signals.stop} after epoch {epoch + 1}; "

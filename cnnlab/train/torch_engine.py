@@ -1,13 +1,21 @@
-"""The PyTorch engine: a registered model, an optimizer, a per-step LR schedule."""
+"""The PyTorch engine: a registered model, an optimizer, a per-step LR schedule, and the
+usual tricks (weight EMA, mixed precision, channels-last, torch.compile, flip TTA)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
+from cnnlab.errors import CnnlabError
+from cnnlab.evaluate import flip_tta
 from cnnlab.models import create_model
+from cnnlab.train.ema import ModelEMA
 from cnnlab.train.losses import make_loss
 from cnnlab.train.optim import build_optimizer
 from cnnlab.train.schedules import build_schedule
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TorchEngine:
@@ -15,48 +23,83 @@ class TorchEngine:
 
     def __init__(self, config, num_classes, in_shape, steps_per_epoch, device="cpu"):
         self.device = torch.device(device)
+        if config.precision not in PRECISIONS:
+            raise CnnlabError(f"unknown precision '{config.precision}': choose fp32, bf16 or fp16")
+        if config.precision == "fp16" and self.device.type != "cuda":
+            raise CnnlabError("fp16 training needs a CUDA device: use --precision bf16 on the CPU")
+        self.amp_dtype = PRECISIONS[config.precision]
         c, h, w = in_shape
         self.model = create_model(config.model, num_classes=num_classes, in_channels=c, input_size=(h, w),
                                   **config.model_args).to(self.device)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
         self.loss_fn = make_loss(config.loss or self.model.loss_name, config.label_smoothing)
         self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, momentum=config.momentum,
                                          nesterov=config.nesterov, weight_decay=config.weight_decay,
                                          **config.optimizer_args)
         self.schedule = build_schedule(self.optimizer, config.schedule, total_steps=config.epochs * steps_per_epoch,
                                        steps_per_epoch=steps_per_epoch, **config.schedule_args)
-        self.grad_clip = config.grad_clip
+        self.ema = ModelEMA(self.model, config.ema) if config.ema else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
+        # The compiled wrapper shares its parameters with self.model, which stays the one saved.
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.grad_clip, self.tta = config.grad_clip, config.tta
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _input(self, x):
+        return x.contiguous(memory_format=self.memory_format)
 
     def train_step(self, x, y):
         self.model.train()
-        scores = self.model(x)
-        loss = self.loss_fn(scores, y)
+        with self._autocast():
+            scores = self.forward(self._input(x))
+            loss = self.loss_fn(scores.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
         if self.grad_clip:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.schedule.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return loss.item(), int((scores.argmax(1) == y).sum())
 
     @torch.no_grad()
     def eval_logits(self, x):
-        self.model.eval()
-        return self.model(x)
+        model = self.torch_model().eval()
+        fn = model if self.ema is not None else self.forward
+        with self._autocast():
+            x = self._input(x)
+            return (flip_tta(fn, x) if self.tta else fn(x)).float()
 
     def lr(self):
         return self.optimizer.param_groups[0]["lr"]
 
     def state_dict(self):
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict()}
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def load_state_dict(self, d):
         self.model.load_state_dict(d["model"])
         self.optimizer.load_state_dict(d["optimizer"])
         self.schedule.load_state_dict(d["schedule"])
+        if d.get("scaler"):
+            self.scaler.load_state_dict(d["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(d["ema"])
 
     def torch_model(self):
-        return self.model
+        """The model that is evaluated and saved: the weight average when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 def build(config, num_classes, in_shape, steps_per_epoch, device="cpu"):

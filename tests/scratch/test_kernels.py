@@ -70,18 +70,14 @@ def test_unknown_backend_is_a_user_error():
         kernels.get_backend("cuda")
 
 
+
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_numba_conv_over_several_chunks_matches_naive_loops(monkeypatch, case):
-    """The Numba convolution works through the batch a few images at a time: force uneven chunks."""
+def test_numba_im2col_and_col2im_equal_numpy_ones(case):
     from cnnlab.scratch import numba_kernels
 
     n, c, h, w, f, k, s, p, g = case
-    n = 5
-    rng = np.random.default_rng(3)
-    x, wt, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((f, c // g, k, k)), rng.standard_normal(f)
-    monkeypatch.setattr(numba_kernels, "CHUNK_ELEMENTS", 2 * c * k * k * h * w)  # about 2 images per chunk
-    out, cache = numba_kernels.conv_forward(x, wt, b, s, p, g)
-    np.testing.assert_allclose(out, naive.conv_forward(x, wt, b, s, p, g), rtol=1e-12, atol=1e-12)
-    dout = rng.standard_normal(out.shape)
-    for got, want in zip(numba_kernels.conv_backward(dout, cache), naive.conv_backward(dout, x, wt, s, p, g)):
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    x = np.random.default_rng(4).standard_normal((n, c, h, w))
+    cols = kernels.im2col(x, k, s, p)
+    np.testing.assert_array_equal(numba_kernels.im2col(x, k, s, p), cols)
+    np.testing.assert_allclose(numba_kernels.col2im(cols, x.shape, k, s, p), kernels.col2im(cols, x.shape, k, s, p),
+                               rtol=1e-12, atol=1e-12)

@@ -79,17 +79,18 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
         load_study(_write(tmp_path, "base:\n  model: lenet5\nexperiments:\n  a: {optimizer: sgd\n"))
 
 
-def test_budget_needs_a_trainer_that_stops_on_time(tmp_path):
+def test_budget_seconds_gives_every_run_a_time_limit(tmp_path):
     path = _write(tmp_path, GOOD + "budget_seconds: 30\n")
-    study = load_study(path, budget_ok=lambda: True)
+    study = load_study(path)
     assert study.budget_seconds == 30
+    assert all(run.config.max_seconds == 30 for run in study.runs)
 
 
 def test_shipped_examples_are_valid():
     examples = sorted(Path(__file__).resolve().parents[2].joinpath("examples").glob("*.yaml"))
     assert len(examples) >= 4
     for path in examples:
-        study = load_study(path, budget_ok=lambda: True)
+        study = load_study(path)
         assert study.runs
 
 
