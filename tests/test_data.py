@@ -175,3 +175,27 @@ def test_normalised_batches_have_zero_mean_unit_std():
     d = load_dataset("synthetic:train=500,test=10", val_size=0)
     x = torch.cat([x for x, _ in BatchLoader(d.train, 100, d.mean, d.std).epoch()])
     assert abs(float(x.mean())) < 0.02 and abs(float(x.std()) - 1) < 0.02
+
+
+@pytest.mark.parametrize("augment", ["crop", "flip", "cutout:5", "crop:2+flip", "crop:4+flip+cutout:8",
+                                     "translate:3+cutout:4"])
+def test_fused_cpu_kernel_equals_the_torch_operations(augment):
+    from cnnlab.data.augment import apply_augment, split_pixel_ops
+    from cnnlab.data.fused import fusable, fused_batch
+    from cnnlab.data.loader import _generator
+
+    d = load_dataset("synthetic:shape=3x12x10,train=64,test=1", val_size=0)
+    loader = BatchLoader(d.train, 64, d.mean, d.std, augment=augment)
+    assert loader.fused and fusable(loader.ops)
+    x = d.train.x
+    pixel, rest = split_pixel_ops(loader.ops)
+    gen = _generator(3, 1, 4, 7)
+    reference = apply_augment(rest, loader.normalize(apply_augment(pixel, x, gen)), gen)
+    fused = fused_batch(x, loader.ops, _generator(3, 1, 4, 7), loader.mean, loader.inv_std)
+    torch.testing.assert_close(fused, reference, rtol=1e-6, atol=1e-6)
+
+
+def test_unusual_order_uses_the_torch_operations():
+    d = load_dataset("synthetic:train=40,test=1", val_size=0)
+    assert not BatchLoader(d.train, 8, d.mean, d.std, augment="cutout+crop").fused
+    assert not BatchLoader(d.train, 8, d.mean, d.std, augment="flip+flip").fused

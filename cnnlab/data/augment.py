@@ -40,7 +40,7 @@ def cutout(x, gen, size=8):
     ys = torch.arange(h, device=x.device)[None, :] - cy[:, None] + size // 2  # in [0, size) inside the square
     xs = torch.arange(w, device=x.device)[None, :] - cx[:, None] + size // 2
     inside = ((ys >= 0) & (ys < size))[:, :, None] & ((xs >= 0) & (xs < size))[:, None, :]
-    return x * (~inside)[:, None].to(x.dtype)
+    return x.masked_fill(inside[:, None], 0)
 
 
 OPS = {"crop": (random_crop, 4), "translate": (random_crop, 4), "flip": (flip, None), "cutout": (cutout, 8)}

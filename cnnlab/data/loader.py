@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from cnnlab.data.augment import apply_augment, parse_augment, split_pixel_ops
+from cnnlab.data.fused import fusable, fused_batch
 
 
 def _generator(*keys) -> torch.Generator:
@@ -31,6 +32,7 @@ class BatchLoader:
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.ops = parse_augment(augment) if isinstance(augment, (str, type(None))) else augment
         self.pixel_ops, self.float_ops = split_pixel_ops(self.ops)
+        self.fused = self.device.type == "cpu" and fusable(self.ops)
         c = self.x.shape[1]
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255
         self.inv_std = 1 / (torch.tensor(std, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255)
@@ -49,7 +51,9 @@ class BatchLoader:
 
     def batch(self, idx: torch.Tensor, epoch: int = 0, b: int = 0):
         x = self.x[idx]
-        if self.ops:
+        if self.fused:
+            x = fused_batch(x, self.ops, _generator(self.seed, epoch, b, 7), self.mean, self.inv_std)
+        elif self.ops:
             gen = _generator(self.seed, epoch, b, 7)
             x = self.normalize(apply_augment(self.pixel_ops, x, gen))
             x = apply_augment(self.float_ops, x, gen)
