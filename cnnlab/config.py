@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from cnnlab.errors import CnnlabError
+from cnnlab.io import load_yaml_mapping
 
 
 @dataclass
@@ -66,15 +67,7 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path) -> "TrainConfig":
-        try:
-            with open(path) as f:
-                d = yaml.safe_load(f) or {}
-        except FileNotFoundError:
-            raise CnnlabError(f"config file {path} not found") from None
-        except yaml.YAMLError as e:
-            raise CnnlabError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(d, dict):
-            raise CnnlabError(f"config file {path} must hold a mapping of keys to values")
+        d = load_yaml_mapping(path, "config file")
         return cls.from_dict(d, where=str(path))
 
     def to_dict(self) -> dict:

@@ -27,6 +27,24 @@ def atomic_write_text(path, text: str):
     atomic_write(path, lambda f: f.write(text))
 
 
+def load_yaml_mapping(path, what: str) -> dict:
+    """A YAML file that must hold a mapping; every problem becomes one CnnlabError line."""
+    import yaml
+
+    from cnnlab.errors import CnnlabError
+
+    try:
+        with open(path) as f:
+            d = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise CnnlabError(f"{what} {path} not found") from None
+    except yaml.YAMLError as e:
+        raise CnnlabError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(d, dict):
+        raise CnnlabError(f"{what} {path} must hold a mapping of keys to values")
+    return d
+
+
 def write_csv(path, header, rows):
     import csv
 

@@ -174,7 +174,7 @@ def load_study(path, seeds: int | None = None, out=None) -> Study:
     top = _mapping(root, path, "the study file")
     for key, (knode, _) in top.items():
         if key not in STUDY_KEYS:
-            hint = f" (TrainConfig keys go under `base:` or an experiment)" if key in _FIELDS else ""
+            hint = " (TrainConfig keys go under `base:` or an experiment)" if key in _FIELDS else ""
             raise CnnlabError(f"{_where(path, knode)}: unknown key '{key}' in the study file{hint}; "
                               f"valid keys are {', '.join(STUDY_KEYS)}")
     if "experiments" not in top:

@@ -67,7 +67,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path):
     for attempt in range(5):
         run = tmp_path / f"killed{attempt}"
         proc = subprocess.Popen(_train_cmd(run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        target = 31 + 7 * attempt + 3  # steps into epoch 2 (31 steps per epoch)
+        target = 30 + 7 * attempt + 3  # steps into epoch 2 (30 full batches per epoch)
         deadline = time.time() + 300
         while proc.poll() is None and time.time() < deadline:
             try:
@@ -236,3 +236,16 @@ def test_fp16_needs_cuda(tmp_path):
         pytest.skip("a GPU is present: fp16 is allowed")
     with pytest.raises(CnnlabError, match="fp16 training needs a CUDA device"):
         train(cfg(tmp_path / "f", precision="fp16", device="cpu"), quiet=True)
+
+
+def test_resume_after_training_but_before_the_test_evaluation(tmp_path, cli):
+    run = tmp_path / "r"
+    train(cfg(run, epochs=1), quiet=True)
+    first = (run / "summary.json").read_text()
+    (run / "summary.json").unlink()  # as if the process died during the final evaluation
+    r = cli("train", "--resume", run, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (run / "summary.json").read_text() == first
+    assert len(read_csv(run / "metrics.csv")) == 1
+    r = cli("train", "--resume", run, "--quiet")
+    assert r.returncode == 2 and "already finished" in r.stderr

@@ -12,7 +12,8 @@ def add_parser(sub):
                                    "and cycles and energy on a weight-stationary accelerator.")
     p.add_argument("model", metavar="MODEL_OR_RUN", help="a registered model name, a spec string or a run directory")
     p.add_argument("--input", metavar="CxHxW", help="input shape (default 3x32x32, or the run's)")
-    p.add_argument("--num-classes", type=int, default=None, help="classes of a model built by name (default 10)")
+    p.add_argument("--classes", "--num-classes", dest="num_classes", type=int, default=None,
+                   help="classes of a model built by name (default 10)")
     p.add_argument("--max-activation", default="1MB",
                    help="peak activation limit: 1MB = 1,000,000 bytes (default); 1MiB = 1,048,576")
     p.add_argument("--arch", metavar="FILE.yaml", help="accelerator architecture (see docs/cost.md; default: "
@@ -31,7 +32,7 @@ def run(args) -> int:
     if args.num_classes is not None and args.num_classes < 1:
         from cnnlab.errors import CnnlabError
 
-        raise CnnlabError(f"--num-classes must be at least 1, got {args.num_classes}")
+        raise CnnlabError(f"--classes must be at least 1, got {args.num_classes}")
     limit = parse_bytes(args.max_activation)
     arch = Accelerator.load(args.arch) if args.arch else DEFAULT_ACCELERATOR
     model, shape, name = load_model(args.model, shape, args.num_classes)

@@ -27,6 +27,7 @@ from functools import lru_cache
 import yaml
 
 from cnnlab.errors import CnnlabError
+from cnnlab.io import load_yaml_mapping
 
 
 @dataclass(frozen=True)
@@ -65,15 +66,7 @@ class Accelerator:
 
     @classmethod
     def load(cls, path) -> "Accelerator":
-        try:
-            with open(path) as f:
-                d = yaml.safe_load(f) or {}
-        except FileNotFoundError:
-            raise CnnlabError(f"architecture file {path} not found") from None
-        except yaml.YAMLError as e:
-            raise CnnlabError(f"architecture file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(d, dict):
-            raise CnnlabError(f"architecture file {path} must hold a mapping of keys to values")
+        d = load_yaml_mapping(path, "architecture file")
         return cls.from_dict(d, where=str(path))
 
     def to_yaml(self) -> str:

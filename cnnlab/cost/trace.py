@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cnnlab.cost.accelerator import Problem, conv_problem, fc_problem
+from cnnlab.cost.accelerator import conv_problem, fc_problem
 
 aten = torch.ops.aten
 

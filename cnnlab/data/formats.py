@@ -4,7 +4,6 @@ and int64 labels, and raises DataError naming the file for anything malformed.""
 from __future__ import annotations
 
 import gzip
-import io
 import pickle
 import struct
 import tarfile

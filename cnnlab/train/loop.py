@@ -18,7 +18,6 @@ import importlib
 import math
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -132,8 +131,12 @@ def train(config: TrainConfig | None, resume=None, quiet=False) -> dict:
     seed_everything(config.seed)
 
     data = load_dataset(config.dataset, config.data_dir, config.val_size, config.seed, config.subset)
+    # A short last batch takes a full-size step on a few images' gradient, which can undo a
+    # good part of an epoch with plain SGD; it is dropped (its images come round in other
+    # epochs, reshuffled) unless the training set is smaller than one batch.
     train_loader = BatchLoader(data.train, config.batch_size, data.mean, data.std, shuffle=True, seed=config.seed,
-                               augment=config.augment, device=device)
+                               augment=config.augment, device=device,
+                               drop_last=len(data.train) >= config.batch_size)
     steps_per_epoch = len(train_loader)
     engine = build_engine(config, data.num_classes, data.shape, steps_per_epoch, device)
 
@@ -151,7 +154,7 @@ def train(config: TrainConfig | None, resume=None, quiet=False) -> dict:
         engine.load_state_dict(ckpt["engine_state"])
         set_rng_state(ckpt["rng"])
         progress = dict(ckpt["progress"])
-        if progress.get("done"):
+        if progress.get("done") and run.summary.exists():
             raise CnnlabError(f"the run in {run.path} already finished: evaluate it with `cnnlab evaluate {run.path}`")
         step = progress["step"]
         run.truncate(run.iterations, ITERATIONS_HEADER, lambda r: int(r["step"]) <= step)
@@ -184,7 +187,7 @@ def train(config: TrainConfig | None, resume=None, quiet=False) -> dict:
     last_save = time.monotonic()
     every = config.save_every_steps
     with _Signals() as signals, StepBar(steps_per_epoch, disable=quiet) as bar:
-        while progress["epoch"] < config.epochs:
+        while not progress["done"] and progress["epoch"] < config.epochs:  # done: only the test evaluation is left
             epoch = progress["epoch"]
             bar.start_epoch(epoch, config.epochs, progress["batch"])
             t0 = time.perf_counter() - progress["seconds"]

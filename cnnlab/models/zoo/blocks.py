@@ -3,7 +3,6 @@ residual blocks (`BasicBlock`, `Bottleneck`, `InvertedResidual`) and width round
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 
