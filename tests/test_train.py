@@ -249,3 +249,14 @@ def test_resume_after_training_but_before_the_test_evaluation(tmp_path, cli):
     assert len(read_csv(run / "metrics.csv")) == 1
     r = cli("train", "--resume", run, "--quiet")
     assert r.returncode == 2 and "already finished" in r.stderr
+
+
+def test_nan_loss_in_the_scratch_engine_stops_the_same_way(tmp_path, cli):
+    out = tmp_path / "nan"
+    r = cli("train", "--engine", "scratch", "--dataset", SYN, "--model", "c4k3-relu-p2-fc10-relu", "--epochs", "3",
+            "--optimizer", "sgd", "--lr", "0.01", "--schedule", "step",
+            "--set", "schedule_args={step_epochs: 1, gamma: 1.0e+30}", "--set", "model_args={backend: numpy}",
+            "--quiet", "--out", out)
+    assert r.returncode == 3, r.stderr
+    assert "loss became" in r.stderr and "Traceback" not in r.stderr
+    assert load_checkpoint(out / "checkpoints/last.pt")["progress"]["epoch"] == 1

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from cnnlab.commands.common import add_json_flag, format_table, print_json
 import json
 
+from cnnlab.commands.common import add_json_flag, format_table, print_json
 from cnnlab.io import atomic_write_text, write_csv
 
 
 def add_parser(sub):
     p = sub.add_parser("evaluate", help="evaluate a trained run on its test (or validation) split",
                        description="Evaluate a run's best (or last) weights. Writes evaluation.json, "
-                                   "per_class.csv and confusion_matrix.csv into the run directory.")
+                                   "per_class.csv and confusion_matrix.csv into the run directory (for "
+                                   "--split val or train: evaluation-val.json, per_class-val.csv, ...).")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--split", choices=["test", "val", "train"], default="test")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
@@ -43,11 +44,13 @@ def run(args) -> int:
     result.update(split=args.split, checkpoint=args.checkpoint, classes=d["classes"])
     run_dir = loaded.run_dir
     classes = d["classes"]
-    atomic_write_text(run_dir / "evaluation.json", json.dumps(result, indent=2) + "\n")
-    write_csv(run_dir / "per_class.csv", ["class", "name", "accuracy", "count"],
+    suffix = "" if args.split == "test" else f"-{args.split}"  # the test figures keep the plain names
+    names = [f"evaluation{suffix}.json", f"per_class{suffix}.csv", f"confusion_matrix{suffix}.csv"]
+    atomic_write_text(run_dir / names[0], json.dumps(result, indent=2) + "\n")
+    write_csv(run_dir / names[1], ["class", "name", "accuracy", "count"],
               [[i, c, f"{a:.6f}", sum(result["confusion"][i])] for i, (c, a) in
                enumerate(zip(classes, result["per_class_accuracy"]))])
-    write_csv(run_dir / "confusion_matrix.csv", ["true\\predicted"] + list(classes),
+    write_csv(run_dir / names[2], ["true\\predicted"] + list(classes),
               [[c] + row for c, row in zip(classes, result["confusion"])])
     if args.json:
         print_json(result)
@@ -57,5 +60,5 @@ def run(args) -> int:
     print(format_table(["class", "accuracy", "images"],
                        [[c, f"{100 * a:.2f}%", sum(r)] for c, a, r in
                         zip(classes, result["per_class_accuracy"], result["confusion"])]))
-    print(f"wrote {run_dir / 'evaluation.json'}, per_class.csv, confusion_matrix.csv")
+    print(f"wrote {run_dir / names[0]}, {names[1]}, {names[2]}")
     return 0

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
+from cnnlab.commands.common import add_json_flag, print_json
+
 
 def add_parser(subparsers):
     p = subparsers.add_parser("study", help="compare training configurations over seeds: one table, overlaid curves",
@@ -12,6 +16,7 @@ def add_parser(subparsers):
     p.add_argument("--seeds", type=int, help="run seeds 0..K-1 (overrides the file's `seeds:`)")
     p.add_argument("--out", help="study directory (default runs/study-<file name>)")
     p.add_argument("--check", action="store_true", help="only check the file and list the runs")
+    add_json_flag(p)
     p.set_defaults(func=run)
 
 
@@ -25,6 +30,10 @@ def run(args) -> int:
         for r in study.runs:
             done = " (finished)" if (r.run_dir / "summary.json").exists() else ""
             print(f"  {r.experiment} seed {r.seed}: {r.run_dir}{done}")
+        return 0
+    if args.json:  # progress lines go to stderr so stdout is one JSON document
+        results = run_study(study, log=lambda line: print(line, file=sys.stderr))
+        print_json({name: {k: v for k, v in r.items() if k != "curves"} for name, r in results.items()})
         return 0
     run_study(study)
     print((study.out / "results.md").read_text(), end="")

@@ -82,8 +82,8 @@ class ScratchEngine:
         self.net.train()
         y = _to_numpy(y)
         loss, grads, scores = self.net.loss(_to_numpy(x), y, return_scores=True)
-        if not np.isfinite(loss):
-            raise CnnlabError(f"the loss became {loss} at step {self.step}: lower the learning rate (now {self.lr():g})")
+        if not np.isfinite(loss):  # no update: the trainer stops and keeps the last good checkpoint
+            return float(loss), 0
         if self.config.grad_clip:
             norm = np.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in grads.values()))
             scale = min(1.0, self.config.grad_clip / (norm + 1e-6))  # as torch.nn.utils.clip_grad_norm_

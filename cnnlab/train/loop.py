@@ -31,6 +31,7 @@ from cnnlab.data.loader import BatchLoader
 from cnnlab.device import resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import evaluate_logits
+from cnnlab.io import atomic_write_text
 from cnnlab.train.checkpoint import check_run_dir, load_checkpoint, save_checkpoint
 from cnnlab.train.progress import EpochTable, StepBar
 from cnnlab.train.rundir import ITERATIONS_HEADER, METRICS_HEADER, RunDir
@@ -123,6 +124,8 @@ def train(config: TrainConfig | None, resume=None, quiet=False) -> dict:
         if not run.last.exists():
             raise CnnlabError(f"{run.path} has no checkpoints/last.pt to resume from")
         ckpt = load_checkpoint(run.last)
+        if ckpt["progress"].get("done") and run.summary.exists():
+            raise CnnlabError(f"the run in {run.path} already finished: evaluate it with `cnnlab evaluate {run.path}`")
         config = TrainConfig.from_dict(ckpt["config"])
     validate(config)
     if config.threads:
@@ -147,15 +150,13 @@ def train(config: TrainConfig | None, resume=None, quiet=False) -> dict:
                               "or choose another --out")
         config.out = str(run.path)
         run.create()
-        run.config.write_text(config.to_yaml())
+        atomic_write_text(run.config, config.to_yaml())
         progress = dict(step=0, epoch=0, batch=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0, elapsed=0.0,
                         best_val_acc=-1.0, best_epoch=-1, bad_epochs=0, done=False)
     else:
         engine.load_state_dict(ckpt["engine_state"])
         set_rng_state(ckpt["rng"])
         progress = dict(ckpt["progress"])
-        if progress.get("done") and run.summary.exists():
-            raise CnnlabError(f"the run in {run.path} already finished: evaluate it with `cnnlab evaluate {run.path}`")
         step = progress["step"]
         run.truncate(run.iterations, ITERATIONS_HEADER, lambda r: int(r["step"]) <= step)
         run.truncate(run.metrics, METRICS_HEADER, lambda r: int(r["epoch"]) <= progress["epoch"])
