@@ -8,11 +8,15 @@ A user error (`CnnlabError`) prints one line, `cnnlab: error: ...`, and exits wi
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError
+
+NO_SPACE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+            errno.EFBIG: "the file size limit is reached"}
 
 # Order here is the order in `cnnlab --help`.
 COMMANDS = (
@@ -47,9 +51,10 @@ def main(argv=None) -> int:
         print("cnnlab: interrupted", file=sys.stderr)
         return 130
     except OSError as e:
-        if e.errno == 28:  # ENOSPC
-            print(f"cnnlab: error: the disk is full ({e.filename or 'writing output'}): free space and run again; "
-                  "files already written are intact", file=sys.stderr)
+        if e.errno in NO_SPACE:
+            print(f"cnnlab: error: could not write {e.filename or 'an output file'}: {NO_SPACE[e.errno]}; free space "
+                  "and run again (files already written are intact; a training run continues with --resume)",
+                  file=sys.stderr)
             return 2
         raise
 

@@ -18,6 +18,10 @@ def atomic_write(path, write_fn, mode="w"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:  # name the file the user knows, not the temporary one
+            e.filename = str(path)
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

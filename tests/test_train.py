@@ -260,3 +260,22 @@ def test_nan_loss_in_the_scratch_engine_stops_the_same_way(tmp_path, cli):
     assert r.returncode == 3, r.stderr
     assert "loss became" in r.stderr and "Traceback" not in r.stderr
     assert load_checkpoint(out / "checkpoints/last.pt")["progress"]["epoch"] == 1
+
+
+def test_full_disk_is_one_line_and_leaves_no_partial_files(tmp_path):
+    # A real failing write: the file-size limit makes the kernel refuse the checkpoint's bytes
+    # (EFBIG), the same path as a full disk (ENOSPC).
+    import resource
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    out = tmp_path / "r"
+    r = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--dataset", "synthetic:train=200,test=20",
+                        "--model", "c64k3-relu-p2-fc128-relu", "--epochs", "1", "--quiet", "--out", str(out)],
+                       capture_output=True, text=True, preexec_fn=limit, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "could not write" in r.stderr and "checkpoints" in r.stderr and "free space" in r.stderr
+    assert list((out / "checkpoints").iterdir()) == []  # no torn or temporary checkpoint left behind

@@ -15,6 +15,7 @@ Written atomically (temporary file, fsync, rename), so a crash never leaves a to
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -33,7 +34,11 @@ VERSION = 1
 
 def save_checkpoint(path, payload: dict):
     payload = {"format": FORMAT, "version": VERSION, "cnnlab_version": __version__, **payload}
-    atomic_write(path, lambda f: torch.save(payload, f), mode="wb")
+    # Serialised in memory first: a full disk then fails as a plain OSError from the write,
+    # which torch.save would otherwise wrap in an opaque RuntimeError.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()), mode="wb")
 
 
 def load_checkpoint(path) -> dict:
