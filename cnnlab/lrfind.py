@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -112,7 +113,8 @@ def lr_range_test(model, batches, loss_fn, optimizer="sgd", start_lr=1e-6, end_l
     return result
 
 
-def plot_lr_find(result: LRFindResult, path, title: str = "LR range test"):
+def plot_lr_find(result: LRFindResult, path, title: str = "LR range test") -> Path:
+    """Write the plot; returns the path written (a name without a suffix gets .png)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,8 +137,13 @@ def plot_lr_find(result: LRFindResult, path, title: str = "LR range test"):
         ax.set_ylim(low - 0.1 * span, first + 0.5 * span)
     ax.legend()
     fig.tight_layout()
+    path = Path(path)
+    if not path.suffix:
+        path = path.with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
 
 
 def find_lr(model_name: str, dataset: str, data_dir=None, subset=None, batch_size=128, optimizer="sgd",

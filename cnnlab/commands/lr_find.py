@@ -39,13 +39,13 @@ def run(args) -> int:
                      steps=args.steps, momentum=args.momentum, weight_decay=args.weight_decay)
     if not result.lrs:
         raise CnnlabError(f"the loss was not finite from the first step: lower --start-lr (now {args.start_lr})")
-    plot_lr_find(result, args.out, title=f"LR range test: {args.model} on {args.dataset} ({args.optimizer})")
+    plot = plot_lr_find(result, args.out, title=f"LR range test: {args.model} on {args.dataset} ({args.optimizer})")
     if args.json:
         d = result.to_dict()
-        d["plot"] = args.out
+        d["plot"] = str(plot)
         print(json.dumps(d))
     else:
         stop = "stopped at divergence" if result.diverged else "full ramp"
         print(f"suggested lr: {result.suggestion:.3g}  (minimum loss at lr {result.min_loss_lr:.3g}; "
-              f"{len(result.lrs)} steps, {stop}); plot: {args.out}")
+              f"{len(result.lrs)} steps, {stop}); plot: {plot}")
     return 0

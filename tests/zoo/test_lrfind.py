@@ -38,8 +38,8 @@ def test_range_test_ramps_restores_and_suggests(tmp_path):
     for p, q in zip(model.parameters(), before):
         assert torch.equal(p, q)
     path = tmp_path / "lr.png"
-    plot_lr_find(r, path)
-    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert plot_lr_find(r, path) == path and path.read_bytes()[:4] == b"\x89PNG"
+    assert plot_lr_find(r, tmp_path / "plots" / "lr") == tmp_path / "plots" / "lr.png"  # suffix added, as written
 
 
 def test_smoothing_is_the_debiased_moving_average():
