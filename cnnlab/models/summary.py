@@ -2,6 +2,8 @@
 
 MACs count the convolutions and fully connected layers only (one multiply-add per weight
 use); batch norm, activations, pooling and additions are left out, as papers usually do.
+This is the quick count for listings; `cnnlab.cost` does the full per-layer accounting (FLOPs,
+bytes, functional ops) and a test keeps the two MAC totals equal for every registered model.
 """
 
 from __future__ import annotations

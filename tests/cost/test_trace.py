@@ -139,3 +139,11 @@ def test_parse_bytes():
     assert parse_bytes("250000") == 250000
     with pytest.raises(CnnlabError, match="bad size"):
         parse_bytes("lots")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_quick_mac_count_of_the_model_list_equals_the_cost_analysis(name):
+    from cnnlab.models.summary import count_macs
+
+    model = create_model(name, 10, 3, 32)
+    assert count_macs(model, (3, 32, 32)) == analyze(model, (3, 32, 32)).totals["macs"]
