@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from cnnlab.errors import CnnlabError
-from cnnlab.io import load_yaml_mapping
+from cnnlab.io import dataclass_from_dict, load_yaml_mapping
 
 
 @dataclass
@@ -59,11 +58,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise CnnlabError(f"unknown key '{unknown[0]}' in {where}: valid keys are {', '.join(sorted(names))}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, where)
 
     @classmethod
     def load(cls, path) -> "TrainConfig":

@@ -49,6 +49,19 @@ def load_yaml_mapping(path, what: str) -> dict:
     return d
 
 
+def dataclass_from_dict(cls, d: dict, where: str):
+    """cls(**d), with an unknown key reported as one CnnlabError line listing the valid keys."""
+    import dataclasses
+
+    from cnnlab.errors import CnnlabError
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise CnnlabError(f"unknown key '{unknown[0]}' in {where}: valid keys are {', '.join(sorted(names))}")
+    return cls(**d)
+
+
 def write_csv(path, header, rows):
     import csv
 

@@ -27,7 +27,7 @@ from functools import lru_cache
 import yaml
 
 from cnnlab.errors import CnnlabError
-from cnnlab.io import load_yaml_mapping
+from cnnlab.io import dataclass_from_dict, load_yaml_mapping
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,7 @@ class Accelerator:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "architecture") -> "Accelerator":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise CnnlabError(f"unknown key '{unknown[0]}' in {where}: valid keys are {', '.join(sorted(names))}")
-        arch = cls(**d)
+        arch = dataclass_from_dict(cls, d, where)
         for f in ("pe_cols", "pe_rows", "glb_words", "spad_words", "reg_accesses_per_mac"):
             if not isinstance(getattr(arch, f), int) or getattr(arch, f) < 1:
                 raise CnnlabError(f"'{f}' in {where} must be a positive integer, got {getattr(arch, f)!r}")
