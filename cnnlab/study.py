@@ -39,6 +39,7 @@ import yaml
 
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
+from cnnlab.io import atomic_write_text, write_csv
 
 STUDY_KEYS = ("base", "description", "experiments", "seeds", "budget_seconds")
 SET_BY_STUDY = {"out": "the study places every run under its --out directory",
@@ -381,14 +382,12 @@ def write_table(study: Study, results: dict):
         lines.append(f"| {name} | {r['runs']} | {_pct(r['test_acc'])} | {_pct(r['best_val_acc'])} | "
                      f"{'-' if math.isnan(t[0]) else f'{t[0]:.1f} ± {t[1]:.1f}'} | "
                      f"{'-' if math.isnan(e[0]) else f'{e[0]:g}'} | {_count(r['params'])} | {_count(r['macs'])} |")
-    (study.out / "results.md").write_text("\n".join(lines) + "\n")
-    with open(study.out / "results.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["experiment", "runs", "test_acc_mean", "test_acc_std", "best_val_acc_mean", "best_val_acc_std",
-                    "train_seconds_mean", "train_seconds_std", "epochs_mean", "params", "macs"])
-        for name, r in results.items():
-            w.writerow([name, r["runs"], *r["test_acc"], *r["best_val_acc"], *r["train_seconds"], r["epochs"][0],
-                        r["params"], r["macs"]])
+    atomic_write_text(study.out / "results.md", "\n".join(lines) + "\n")
+    write_csv(study.out / "results.csv",
+              ["experiment", "runs", "test_acc_mean", "test_acc_std", "best_val_acc_mean", "best_val_acc_std",
+               "train_seconds_mean", "train_seconds_std", "epochs_mean", "params", "macs"],
+              [[name, r["runs"], *r["test_acc"], *r["best_val_acc"], *r["train_seconds"], r["epochs"][0],
+                r["params"], r["macs"]] for name, r in results.items()])
 
 
 def _mean_curve(curves, key_x, key_y):

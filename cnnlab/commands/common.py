@@ -35,11 +35,11 @@ def _numeric(s):
 
 
 def parse_shape(text: str):
-    """'3x32x32' -> (3, 32, 32)."""
+    """'3x32x32' -> (3, 32, 32); the one parser of every command's --input."""
     from cnnlab.errors import CnnlabError
 
     try:
-        shape = tuple(int(v) for v in text.lower().split("x"))
+        shape = tuple(int(v) for v in str(text).lower().split("x"))
     except ValueError:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:

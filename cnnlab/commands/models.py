@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 
+from cnnlab.commands.common import parse_shape
 from cnnlab.errors import CnnlabError
 
 
@@ -18,13 +18,6 @@ def add_parser(subparsers):
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--grammar", action="store_true", help="print the architecture spec grammar and exit")
     p.set_defaults(func=run)
-
-
-def parse_shape(text: str) -> tuple:
-    m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*x\s*(\d+)\s*", text or "")
-    if not m or min(int(v) for v in m.groups()) < 1:
-        raise CnnlabError(f"bad --input '{text}': write channels x height x width, e.g. 3x32x32 or 1x28x28")
-    return tuple(int(v) for v in m.groups())
 
 
 def run(args) -> int:

@@ -8,7 +8,6 @@ each). Score = test accuracy / latency per image at batch 1 (in seconds).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import statistics
@@ -18,7 +17,10 @@ from pathlib import Path
 
 import torch
 
+from cnnlab.device import synchronize
 from cnnlab.errors import CnnlabError
+from cnnlab.io import atomic_write_text, write_csv
+from cnnlab.train.rundir import RunDir
 
 COLUMNS = ("device", "status", "best_train_acc", "best_train_loss", "best_val_acc", "best_val_loss",
            "train_seconds_5_epochs", "test_acc", "test_loss", "latency_ms_batch1", "batch_size",
@@ -41,11 +43,6 @@ def device_unavailable(name: str) -> str | None:
     raise CnnlabError(f"unknown device '{name}' in --devices: use cpu, cuda, cuda:N or mps, separated by commas")
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @torch.no_grad()
 def latency_per_image(model, x, device, repeats: int | None = None, warmup: int = 5) -> float:
     """Median seconds per image of model(x) on `device`."""
@@ -53,28 +50,24 @@ def latency_per_image(model, x, device, repeats: int | None = None, warmup: int 
     x = x.to(device)
     for _ in range(warmup):
         model(x)
-    _sync(device)
+    synchronize(device)
     if repeats is None:  # enough runs for a stable median, within about a second
         t0 = time.perf_counter()
         model(x)
-        _sync(device)
+        synchronize(device)
         repeats = int(min(200, max(10, 1.0 / max(time.perf_counter() - t0, 1e-6))))
     times = []
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         model(x)
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times) / x.shape[0]
 
 
 def _best_from_metrics(run_dir: Path) -> dict:
-    path = run_dir / "metrics.csv"
-    if not path.exists():
-        return {}
-    with open(path, newline="") as f:
-        rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+    rows = RunDir(run_dir).read_metrics()
     best = {}
     for key, pick in (("train_acc", max), ("train_loss", min), ("val_acc", max), ("val_loss", min)):
         vals = [r[key] for r in rows if key in r]
@@ -134,11 +127,8 @@ def bench_run(run_dir, devices=("cpu", "cuda"), batch_size: int = 256, do_train:
         run.model.to("cpu")
         rows.append(row)
     if write:
-        with open(run_dir / "bench.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
-        (run_dir / "bench.json").write_text(json.dumps(rows, indent=2) + "\n")
+        write_csv(run_dir / "bench.csv", COLUMNS, [[r.get(c, "") for c in COLUMNS] for r in rows])
+        atomic_write_text(run_dir / "bench.json", json.dumps(rows, indent=2) + "\n")
     return rows
 
 

@@ -131,17 +131,6 @@ def parse_bytes(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
 
 
-def parse_shape(text: str) -> tuple:
-    """'3x32x32' -> (3, 32, 32)."""
-    try:
-        shape = tuple(int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise CnnlabError(f"bad input shape '{text}': write channels x height x width, e.g. 3x32x32")
-    return shape
-
-
 def load_model(model_or_run: str, in_shape=None, num_classes: int | None = None):
     """(model, input shape, name) from a run directory, a registered model name or a spec string."""
     path = Path(model_or_run)

@@ -16,6 +16,7 @@ from pathlib import Path
 from cnnlab.cost.accelerator import DEFAULT_ACCELERATOR
 from cnnlab.cost.report import DEFAULT_MAX_ACTIVATION, analyze
 from cnnlab.errors import CnnlabError
+from cnnlab.io import atomic_write_text
 
 ERROR_BANDS = ((5, 80), (10, 70), (20, 60), (30, 50), (40, 40), (50, 30))  # (error % below, points)
 ENERGY_BANDS = ((0.5, 20), (1.0, 15), (1.5, 10), (2.0, 5))  # (mJ below, points)
@@ -87,7 +88,7 @@ def score_run(run_dir, arch=DEFAULT_ACCELERATOR, max_activation: int = DEFAULT_M
     if run.config.dataset != "cifar10":
         result["note"] = f"the competition grades CIFAR-10 models; this run used {run.config.dataset}"
     if write:
-        (run_dir / "score.json").write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(run_dir / "score.json", json.dumps(result, indent=2) + "\n")
     return result
 
 
