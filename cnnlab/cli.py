@@ -24,8 +24,15 @@ COMMANDS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags are one line too, like every other user error, with where to read more."""
+
+    def error(self, message):
+        self.exit(2, f"cnnlab: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cnnlab",
         description="Design, train, measure and cost small convolutional image classifiers.",
     )

@@ -2,6 +2,11 @@
 
 A run directory's `config.yaml` holds every field below, resolved (defaults filled in), so a
 run can be rebuilt from it alone: `cnnlab train --config RUN_DIR/config.yaml`.
+
+Types are checked here, for every way a config is made (`from_dict`: flags, `--config`, `--set`,
+study files, the Python API): an int where a float is wanted is taken, anything else of the
+wrong type is one error line naming the key. Ranges, names and what each engine supports are
+checked by `cnnlab.train.validate.validate`, which every entry point calls before any work.
 """
 
 from __future__ import annotations
@@ -11,13 +16,36 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from cnnlab.errors import CnnlabError
 from cnnlab.io import dataclass_from_dict, load_yaml_mapping
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "None": type(None)}
+
+
+def field_types(name: str) -> list[str]:
+    """The type names a TrainConfig field accepts, e.g. ['int', 'None']."""
+    return [t.strip() for t in str(_FIELDS[name].type).split("|")]
+
+
+def check_type(name: str, value, where: str = "config"):
+    """`value` for the TrainConfig field `name` (an int becomes a float where a float is wanted);
+    a value of another type is a CnnlabError naming the key."""
+    allowed = field_types(name)
+    kinds = [_TYPES[t] for t in allowed]
+    ok = isinstance(value, tuple(kinds)) and not (isinstance(value, bool) and bool not in kinds)
+    if not ok and float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        words = " or ".join("null" if t == "None" else ("a mapping" if t == "dict" else t) for t in allowed)
+        raise CnnlabError(f"'{name}' in {where} must be {words}, got {value!r}")
+    return value
 
 
 @dataclass
 class TrainConfig:
     # what to train
     engine: str = "torch"  # torch | scratch
+    backend: str | None = None  # scratch engine kernels: numba (default) | numpy
     model: str = "lenet5"  # a registered name or a spec string
     model_args: dict = field(default_factory=dict)  # extra keyword arguments for the model builder
     loss: str | None = None  # softmax | svm; None: the model's own (a spec's last token)
@@ -54,19 +82,39 @@ class TrainConfig:
     threads: int | None = None  # CPU threads for torch; None: torch's default
     eval_batch_size: int = 1000
     save_every_steps: int | None = None  # mid-epoch checkpoint interval; None: every 60 s
+    deterministic: bool = False  # deterministic algorithms (bitwise-repeatable runs on CUDA too, somewhat slower)
     out: str | None = None  # run directory; None: runs/<model>-<dataset>-<time>
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> "TrainConfig":
-        return dataclass_from_dict(cls, d, where)
+        d = dict(d)
+        args = d.get("model_args")
+        if isinstance(args, dict) and "backend" in args and "backend" not in d:
+            # configs written before `backend` was its own key kept it in model_args
+            args = dict(args)
+            d["backend"] = args.pop("backend")
+            d["model_args"] = args
+        config = dataclass_from_dict(cls, d, where)
+        config.check_types(where)
+        return config
 
     @classmethod
     def load(cls, path) -> "TrainConfig":
         d = load_yaml_mapping(path, "config file")
         return cls.from_dict(d, where=str(path))
 
+    def check_types(self, where: str = "config"):
+        """Raise a one-line CnnlabError for the first field whose value has the wrong type; ints are
+        converted to floats where a float is wanted."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            setattr(self, f.name, check_type(f.name, value, where))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

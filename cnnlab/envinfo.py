@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+from pathlib import Path
 
 
 def _cpuinfo():
@@ -52,3 +54,26 @@ def environment() -> dict:
         "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if gpus else None,
         "numpy": numpy.__version__,
     }
+
+
+def git_commit() -> dict:
+    """The commit cnnlab runs from when it runs from a git checkout: {"git_commit", "git_dirty"}
+    (None, None for an installed copy)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return {"git_commit": None, "git_dirty": None}
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": head, "git_dirty": dirty}
+
+
+def provenance() -> dict:
+    """What a result needs to be traced: the cnnlab version, the git commit and the machine."""
+    from cnnlab import __version__
+
+    return {"cnnlab_version": __version__, **git_commit(), "environment": environment()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from cnnlab.data.loader import BatchLoader
-from cnnlab.train.losses import make_loss
+from cnnlab.losses import make_loss
 
 
 def flip_tta(fn, x):
@@ -29,8 +29,10 @@ def evaluate_logits(logits, y, num_classes, loss_name="softmax") -> dict:
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     confusion.index_put_((y, pred), torch.ones_like(y), accumulate=True)
     per_class = (confusion.diag().float() / confusion.sum(1).clamp_min(1)).tolist()
+    correct = int((pred == y).sum())
     return {
-        "accuracy": float((pred == y).float().mean()) if len(y) else float("nan"),
+        "accuracy": correct / len(y) if len(y) else float("nan"),
+        "correct": correct,
         "loss": float(make_loss(loss_name)(logits, y)) if len(y) else float("nan"),
         "count": len(y),
         "per_class_accuracy": per_class,

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from cnnlab.config import TrainConfig
-from cnnlab.train.checkpoint import load_checkpoint, load_run
-from cnnlab.train.loop import train
+from cnnlab.checkpoint import load_checkpoint
+from cnnlab.rundir import load_run
+from cnnlab.train.hooks import Hook
+from cnnlab.train.loop import Trainer, train
 
 SYN = "synthetic:shape=3x16x16,classes=4,train=640,test=128,noise=0.5"
 
@@ -22,7 +24,7 @@ def read_csv(path):
 
 def cfg(out, **kw):
     base = dict(dataset=SYN, model="c8k3-relu-p2-c16k3-relu-p2-fc32-relu-d0.2", epochs=2, batch_size=32,
-                augment="crop:2+flip", seed=1, out=str(out), threads=1)
+                augment="crop:2+flip", seed=1, out=str(out), threads=1, device="cpu")  # bitwise claims: CPU
     return TrainConfig(**{**base, **kw})
 
 
@@ -58,7 +60,7 @@ def _train_cmd(out, epochs=3):
     return [sys.executable, "-m", "cnnlab", "train", "--dataset", "synthetic:shape=3x24x24,classes=4,train=1100,test=64",
             "--model", "c16k3-bn-relu-c16k3-relu-p2-fc64-relu-d0.3", "--epochs", str(epochs), "--batch-size", "32",
             "--augment", "crop:2+flip+cutout:4", "--optimizer", "sgd", "--schedule", "cosine", "--seed", "7",
-            "--threads", "1", "--save-every-steps", "5", "--quiet", "--out", str(out)]
+            "--threads", "1", "--save-every-steps", "5", "--device", "cpu", "--quiet", "--out", str(out)]
 
 
 def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path):
@@ -208,25 +210,70 @@ def test_time_budget_stops_the_run(tmp_path):
     assert "time budget" in (tmp_path / "t/train.log").read_text()
 
 
+class _Killed(Exception):
+    pass
+
+
+class _DieAtCheckpoint(Hook):
+    """Stands in for a kill: the process dies right after the first mid-epoch checkpoint at `step`."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_checkpoint(self, t, path, which):
+        if t.progress.step == self.step:
+            raise _Killed
+
+
+def _weights(run):
+    return load_checkpoint(run / "checkpoints/last.pt")["model_state"]
+
+
 @pytest.mark.parametrize("tricks", [dict(ema=0.9), dict(tta=True), dict(precision="bf16"),
                                     dict(channels_last=True), dict(ema=0.9, tta=True, channels_last=True),
                                     dict(compile=True)])
 def test_training_tricks_run_resume_and_evaluate(tmp_path, cli, tricks):
-    run = tmp_path / "r"
-    s = train(cfg(run, model="c8k3-bn-relu-p2-c16k3-relu-gap", epochs=1, **tricks), quiet=True)
-    assert 0 <= s["test_acc"] <= 1
-    ckpt = load_checkpoint(run / "checkpoints/last.pt")
+    """Each trick takes effect (the result differs from a plain run, or the engine shows it), a run
+    killed mid-epoch resumes to the same weights, and `cnnlab evaluate` reproduces the test figure."""
+    model = "c8k3-bn-relu-p2-c16k3-relu-gap"
+    plain = Trainer(cfg(tmp_path / "plain", model=model, epochs=2), quiet=True)
+    s_plain = plain.fit()
+    whole = Trainer(cfg(tmp_path / "whole", model=model, epochs=2, **tricks), quiet=True)
+    s = whole.fit()
+    run = tmp_path / "killed"
+    with pytest.raises(_Killed):
+        train(cfg(run, model=model, epochs=2, save_every_steps=7, **tricks), quiet=True, hooks=[_DieAtCheckpoint(7)])
+    assert not (run / "summary.json").exists()
+    resumed = train(None, resume=run, quiet=True)
+    a, b = _weights(tmp_path / "whole"), _weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resume is not exact"
+    assert resumed["test_acc"] == s["test_acc"]
+
+    ckpt = load_checkpoint(tmp_path / "whole/checkpoints/last.pt")
     if "ema" in tricks:
-        ema = ckpt["engine_state"]["ema"]["module"]
+        ema = ckpt["hooks"]["ema"]["module"]
         raw = ckpt["engine_state"]["model"]
         # the saved model is the average, not the last weights
         assert all(torch.equal(ckpt["model_state"][k], ema[k]) for k in ema)
         assert any(not torch.equal(ema[k], raw[k]) for k in ema if raw[k].is_floating_point())
-    r = cli("evaluate", run, "--json")
+    if tricks.get("tta"):  # the same weights score differently with flips averaged in
+        x = torch.randn(8, 3, 16, 16)
+        with torch.no_grad():
+            assert not torch.allclose(whole.engine.eval_logits(x), whole.engine.torch_model().eval()(x))
+    if tricks.get("precision") == "bf16" or tricks.get("ema"):  # the weights differ from a plain fp32 run
+        p = _weights(tmp_path / "plain")
+        assert any(not torch.equal(a[k], p[k]) for k in a if a[k].is_floating_point())
+    if tricks.get("channels_last"):
+        assert whole.engine.model[0].weight.is_contiguous(memory_format=torch.channels_last)
+        assert not plain.engine.model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    if tricks.get("compile"):
+        assert isinstance(whole.engine.forward, torch._dynamo.eval_frame.OptimizedModule)
+    r = cli("evaluate", tmp_path / "whole", "--json")
     assert r.returncode == 0, r.stderr
     import json
     if not tricks.get("precision"):  # bf16 scores differ slightly from the fp32 evaluation
-        assert json.loads(r.stdout)["accuracy"] == pytest.approx(s["test_acc"], abs=1e-6)
+        assert json.loads(r.stdout)["accuracy"] == s["test_acc"]
+    assert s_plain["test_count"] == s["test_count"] == 128
 
 
 def test_fp16_needs_cuda(tmp_path):
@@ -255,7 +302,7 @@ def test_nan_loss_in_the_scratch_engine_stops_the_same_way(tmp_path, cli):
     out = tmp_path / "nan"
     r = cli("train", "--engine", "scratch", "--dataset", SYN, "--model", "c4k3-relu-p2-fc10-relu", "--epochs", "3",
             "--optimizer", "sgd", "--lr", "0.01", "--schedule", "step",
-            "--set", "schedule_args={step_epochs: 1, gamma: 1.0e+30}", "--set", "model_args={backend: numpy}",
+            "--set", "schedule_args={step_epochs: 1, gamma: 1.0e+30}", "--backend", "numpy",
             "--quiet", "--out", out)
     assert r.returncode == 3, r.stderr
     assert "loss became" in r.stderr and "Traceback" not in r.stderr

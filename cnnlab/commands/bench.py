@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnlab.commands.common import add_json_flag, print_json
+from cnnlab.commands.common import add_json_flag, format_table, print_json
 
 
 def add_parser(sub):
@@ -19,7 +19,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from cnnlab.cost.bench import bench_run, format_bench
+    from cnnlab.workflows.bench import bench_run
     from cnnlab.errors import CnnlabError
 
     devices = [d.strip().lower() for d in args.devices.split(",") if d.strip()]
@@ -31,3 +31,22 @@ def run(args) -> int:
     else:
         print(format_bench(rows))
     return 0
+
+
+def format_bench(rows) -> str:
+    def f(v, spec):
+        return "-" if v is None else format(v, spec)
+
+    head = ("device", "best train acc/loss", "best val acc/loss", "train 5 ep (s)", "test acc", "test loss",
+            "ms/img b1", "ms/img bN", "score")
+    table = []
+    for r in rows:
+        if r["status"] != "ok":
+            table.append((r["device"], r["status"], "", "", "", "", "", "", ""))
+            continue
+        table.append((r["device"], f"{f(r.get('best_train_acc'), '.4f')}/{f(r.get('best_train_loss'), '.4f')}",
+                      f"{f(r.get('best_val_acc'), '.4f')}/{f(r.get('best_val_loss'), '.4f')}",
+                      f(r["train_seconds_5_epochs"], ".1f"), f(r["test_acc"], ".4f"), f(r["test_loss"], ".4f"),
+                      f(r["latency_ms_batch1"], ".3f"), f"{f(r['latency_ms_per_image_batch'], '.4f')} (b{r['batch_size']})",
+                      f(r["score"], ".1f")))
+    return format_table(head, table) + "\nscore = test accuracy / seconds per image at batch 1"

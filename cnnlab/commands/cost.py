@@ -26,8 +26,8 @@ def add_parser(sub):
 
 def run(args) -> int:
     from cnnlab.cost.accelerator import DEFAULT_ACCELERATOR, Accelerator
-    from cnnlab.commands.common import parse_shape
-    from cnnlab.cost.report import analyze, format_table, load_model, parse_bytes
+    from cnnlab.commands.common import load_model, parse_bytes, parse_shape
+    from cnnlab.cost.report import analyze, format_table
 
     shape = parse_shape(args.input) if args.input else None
     if args.num_classes is not None and args.num_classes < 1:

@@ -30,7 +30,7 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from cnnlab.lrfind import find_lr, plot_lr_find
+    from cnnlab.workflows.lrfind import find_lr, plot_lr_find
 
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")

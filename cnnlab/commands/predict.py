@@ -7,10 +7,7 @@ or the run's evaluation.json, for the names). `--names` writes class names inste
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from cnnlab.commands.common import add_json_flag, print_json
-from cnnlab.io import write_csv
 
 
 def add_parser(sub):
@@ -28,23 +25,11 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from cnnlab.commands.evaluate import load_split
-    from cnnlab.device import resolve_device
-    from cnnlab.evaluate import predict_logits
-    from cnnlab.train.checkpoint import load_run
+    from cnnlab.workflows.evaluate import predict_run
 
-    loaded = load_run(args.run_dir, args.checkpoint)
-    split = load_split(loaded, args.split, args.data_dir)
-    device = resolve_device(args.device)
-    d = loaded.data
-    pred = predict_logits(loaded.model.to(device), split, d["mean"], d["std"], device=device,
-                          tta=loaded.config.tta).argmax(1).tolist()
-    out = Path(args.out) if args.out else loaded.run_dir / "predictions.csv"
-    labels = [d["classes"][p] for p in pred] if args.names else pred
-    write_csv(out, ["id", "label"], list(enumerate(labels)))
-    info = {"predictions": str(out), "rows": len(pred), "split": args.split}
+    info = predict_run(args.run_dir, args.split, args.checkpoint, args.out, args.names, args.data_dir, args.device)
     if args.json:
         print_json(info)
     else:
-        print(f"wrote {len(pred)} predictions for the {args.split} split to {out}")
+        print(f"wrote {info['rows']} predictions for the {args.split} split to {info['predictions']}")
     return 0

@@ -19,8 +19,8 @@ def add_parser(sub):
 
 def run(args) -> int:
     from cnnlab.cost.accelerator import DEFAULT_ACCELERATOR, Accelerator
-    from cnnlab.cost.report import parse_bytes
-    from cnnlab.cost.score import format_score, score_run
+    from cnnlab.commands.common import parse_bytes
+    from cnnlab.workflows.score import score_run
 
     arch = Accelerator.load(args.arch) if args.arch else DEFAULT_ACCELERATOR
     result = score_run(args.run_dir, arch, parse_bytes(args.max_activation))
@@ -29,3 +29,24 @@ def run(args) -> int:
     else:
         print(format_score(result))
     return 0
+
+
+def format_score(s: dict) -> str:
+    pts = s["points_by_part"]
+    lines = [
+        f"run              {s['run_dir']} ({s['model']} on {s['dataset']})",
+        f"test error       {s['error_percent']:.2f}%  (accuracy {100 * s['test_accuracy']:.2f}%, {s['accuracy_source']})"
+        f"  -> {pts['error']} points",
+        f"energy           {s['energy_mj']:.4f} mJ  -> {pts['energy']} points",
+        f"latency          {s['cycles']:,} cycles  -> {pts['latency']} points",
+        f"peak activation  {s['peak_activation_bytes']:,} bytes at {s['peak_activation_layer']} "
+        f"(limit {s['max_activation_bytes']:,})",
+        f"metric           {s['metric']:.4f}  (error%/12 + cycles/300000, lower is better)",
+    ]
+    if s["hard_constraints_failed"]:
+        lines.append(f"points           0  (hard constraint failed: {'; '.join(s['hard_constraints_failed'])})")
+    else:
+        lines.append(f"points           {s['points']}  (of 120)")
+    if s.get("note"):
+        lines.append(f"note             {s['note']}")
+    return "\n".join(lines)

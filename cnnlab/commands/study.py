@@ -21,14 +21,15 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from cnnlab.study import load_study, run_study
+    from cnnlab.rundir import RunDir
+    from cnnlab.workflows.study import RESULTS_MD, load_study, run_study
 
     study = load_study(args.file, seeds=args.seeds, out=args.out)
     if args.check:
         print(f"{args.file}: OK, {len(study.experiments)} experiments x {len(study.seeds)} seeds = "
               f"{len(study.runs)} runs into {study.out}")
         for r in study.runs:
-            done = " (finished)" if (r.run_dir / "summary.json").exists() else ""
+            done = " (finished)" if RunDir(r.run_dir).finished() else ""
             print(f"  {r.experiment} seed {r.seed}: {r.run_dir}{done}")
         return 0
     if args.json:  # progress lines go to stderr so stdout is one JSON document
@@ -36,5 +37,5 @@ def run(args) -> int:
         print_json({name: {k: v for k, v in r.items() if k != "curves"} for name, r in results.items()})
         return 0
     run_study(study)
-    print((study.out / "results.md").read_text(), end="")
+    print(study.file(RESULTS_MD).read_text(), end="")
     return 0

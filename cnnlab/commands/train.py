@@ -16,6 +16,7 @@ FLAGS = {
     "--dataset": ("dataset", str, "mnist, fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic (default mnist)"),
     "--data-dir": ("data_dir", str, "folder holding <dataset>/<official files> (default $CNNLAB_DATA_DIR or ~/.cache/cnnlab/data)"),
     "--engine": ("engine", str, "torch (default) or scratch (the NumPy engine)"),
+    "--backend": ("backend", str, "scratch engine kernels: numba (default) or numpy"),
     "--epochs": ("epochs", int, "number of epochs (default 5)"),
     "--batch-size": ("batch_size", int, "training batch size (default 128)"),
     "--optimizer": ("optimizer", str, "sgd, adam, ... (default adam)"),
@@ -51,6 +52,9 @@ def add_parser(sub):
     p.add_argument("--tta", action="store_true", default=None, help="evaluate with flip test-time augmentation")
     p.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory layout")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="deterministic algorithms only: same-seed runs and resumed runs are bitwise equal on CUDA "
+                        "too (slower on CUDA; CPU runs are exact without it)")
     p.add_argument("--config", metavar="FILE", help="a YAML file of TrainConfig keys (e.g. a run's config.yaml)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override any config key, values in YAML: --set schedule_args='{step_epochs: 2}'")
@@ -65,15 +69,22 @@ def config_from_args(args) -> TrainConfig:
     for field, _, _ in FLAGS.values():
         if getattr(args, field) is not None:
             base[field] = getattr(args, field)
-    for flag in ("nesterov", "tta", "channels_last", "compile"):
+    for flag in ("nesterov", "tta", "channels_last", "compile", "deterministic"):
         if getattr(args, flag):
             base[flag] = True
     for item in args.set:
         key, eq, value = item.partition("=")
         if not eq:
             raise CnnlabError(f"bad --set '{item}': write KEY=VALUE")
+        key = key.strip()
+        if key not in base:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(base), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise CnnlabError(f"bad --set '{item}': unknown key '{key}'{hint}; valid keys are {', '.join(sorted(base))}")
         try:
-            base[key.strip()] = yaml.safe_load(value)
+            base[key] = yaml.safe_load(value)
         except yaml.YAMLError:
             raise CnnlabError(f"bad --set '{item}': the value is not valid YAML") from None
     if args.config and args.out is None and not any(s.startswith("out=") for s in args.set):

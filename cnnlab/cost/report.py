@@ -7,9 +7,7 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from torch import nn
 
@@ -115,45 +113,6 @@ def analyze(model, in_shape, arch: Accelerator = DEFAULT_ACCELERATOR, backend: s
     totals["latency_ms_at_clock"] = totals["cycles"] / (arch.clock_mhz * 1e3)
     return CostReport(name or getattr(model, "model_name", type(model).__name__), tuple(in_shape), t.rows, totals,
                       peak, peak_layer, t.peak_live_bytes, t.uncounted, arch, backend, max_activation)
-
-
-# ---------------------------------------------------------------- inputs from the command line
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*$", re.I)
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-
-
-def parse_bytes(text: str) -> int:
-    """'1MB' -> 1,000,000; '1MiB' -> 1,048,576; '250000' -> 250,000 bytes."""
-    m = _SIZE.match(str(text))
-    if not m:
-        raise CnnlabError(f"bad size '{text}': write a number of bytes with an optional unit, e.g. 1MB, 512KiB, 250000")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
-
-
-def load_model(model_or_run: str, in_shape=None, num_classes: int | None = None):
-    """(model, input shape, name) from a run directory, a registered model name or a spec string."""
-    path = Path(model_or_run)
-    if path.is_dir():
-        from cnnlab.train.checkpoint import load_run
-
-        run = load_run(path)
-        shape = in_shape
-        if shape is None:
-            shape = _run_input_shape(run)
-        return run.model, tuple(shape), str(path)
-    from cnnlab.models import create_model
-
-    c, h, w = in_shape or (3, 32, 32)
-    model = create_model(model_or_run, num_classes=num_classes or 10, in_channels=c, input_size=(h, w))
-    return model, (c, h, w), model_or_run
-
-
-def _run_input_shape(run):
-    data = getattr(run, "data", None) or {}
-    if data.get("shape"):
-        return tuple(data["shape"])
-    raise CnnlabError(f"cannot tell the input shape of run {run.run_dir}: pass --input, e.g. --input 3x32x32")
 
 
 # ---------------------------------------------------------------- the table

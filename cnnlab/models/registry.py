@@ -54,14 +54,19 @@ def model_builder(name: str) -> Callable:
     return _REGISTRY[name]
 
 
-# Options an engine reads from model_args itself; a model builder may ignore them.
-ENGINE_OPTIONS = {"backend"}
+def check_model_options(name: str, kwargs: dict):
+    """Raise a one-line error naming an option the model's builder does not take (no model is built)."""
+    from cnnlab.models.spec import looks_like_spec
+
+    if name not in _REGISTRY and looks_like_spec(name):
+        name = "convnet"
+    _check_options(name, model_builder(name), dict(kwargs, spec=None) if name == "convnet" else kwargs)
 
 
 def _check_options(name, builder, kwargs):
     params = inspect.signature(builder).parameters
     known = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    unknown = sorted(set(kwargs) - known - ENGINE_OPTIONS)
+    unknown = sorted(set(kwargs) - known)
     if unknown:
         options = sorted(known - {"num_classes", "in_channels", "input_size"})
         raise CnnlabError(f"model '{name}' has no option '{unknown[0]}': its options are {', '.join(options) or 'none'}")

@@ -145,8 +145,10 @@ def _expand(s: str) -> list[str]:
 
 
 def looks_like_spec(text: str) -> bool:
-    """True when a --model value is a spec rather than a registered model name."""
-    return "-" in text or "[" in text
+    """True when a --model value is a spec rather than a registered model name: it has several
+    tokens, a group, or is one conv or fc token (`c16k3`, `fc120`)."""
+    t = text.strip().lower()
+    return "-" in t or "[" in t or bool(_CONV.match(t) or _DW.match(t) or _FC.match(t))
 
 
 def parse_spec(text: str) -> Spec:

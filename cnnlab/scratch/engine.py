@@ -19,6 +19,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models.spec import looks_like_spec
 from cnnlab.scratch.model import ScratchNet
 from cnnlab.scratch.optim import build_optimizer
+from cnnlab.train.optim import DEFAULT_LR
 from cnnlab.train.schedules import schedule_factor
 
 
@@ -28,8 +29,7 @@ def spec_of(config) -> str:
         return config.model
     from cnnlab.models.registry import create_model
 
-    args = {k: v for k, v in dict(config.model_args).items() if k != "backend"}
-    torch_model = create_model(config.model, **args)
+    torch_model = create_model(config.model, **dict(config.model_args))
     spec = getattr(torch_model, "spec", None)
     if not spec:
         raise CnnlabError(f"model '{config.model}' is not built from a spec, so the scratch engine cannot build it: "
@@ -53,19 +53,25 @@ def _to_numpy(obj):
     return obj
 
 
+BACKENDS = ("numba", "numpy")
+
+
 class ScratchEngine:
+    name = "scratch"
+    # What the NumPy engine does not do, with the value each key must keep. It computes on the
+    # CPU in float32, in one deterministic order, so `deterministic` needs nothing from it.
+    UNSUPPORTED = {"ema": None, "tta": False, "precision": "fp32", "channels_last": False, "compile": False}
+
     def __init__(self, config, num_classes: int, in_shape, steps_per_epoch: int, backend: str | None = None,
                  dtype=np.float32):
         self.config = config
-        # model_args: {backend: numpy} picks the plain NumPy kernels; Numba is the fast default
-        backend = backend or dict(config.model_args).get("backend", "numba")
+        # `backend: numpy` picks the plain NumPy kernels; Numba is the fast default
+        backend = backend or config.backend or "numba"
         self.net = ScratchNet(spec_of(config), num_classes, tuple(in_shape), dtype, backend, config.seed,
                               config.loss, config.label_smoothing)
         params = self.net.named_params()
         lr = config.lr
         if lr is None:
-            from cnnlab.train.optim import DEFAULT_LR
-
             lr = DEFAULT_LR.get(config.optimizer.lower())
         self.optimizer = build_optimizer(params, config.optimizer, lr, config.momentum, config.nesterov,
                                          config.weight_decay, [n for n, p in params.items() if p.ndim < 2],
@@ -117,6 +123,20 @@ class ScratchEngine:
         return model
 
 
-def build(config, num_classes: int, in_shape, steps_per_epoch: int, device=None) -> ScratchEngine:
-    """The trainer's entry point. The scratch engine computes on the CPU whatever `device` says."""
-    return ScratchEngine(config, num_classes, in_shape, steps_per_epoch)
+    @staticmethod
+    def check(config):
+        """Backend, optimizer and its arguments (on a stand-in parameter), and a model the engine can build."""
+        if (config.backend or "numba") not in BACKENDS:
+            raise CnnlabError(f"unknown backend '{config.backend}' for the scratch engine: choose numba or numpy")
+        if config.device not in ("auto", "cpu"):
+            raise CnnlabError(f"the scratch engine computes on the CPU: drop --device {config.device} "
+                              "or use --engine torch")
+        lr = config.lr if config.lr is not None else DEFAULT_LR.get(config.optimizer.lower())
+        build_optimizer({"w": np.zeros((2, 2), np.float32)}, config.optimizer, lr, config.momentum, config.nesterov,
+                        config.weight_decay, ["w"], **dict(config.optimizer_args))
+        spec_of(config)
+
+    @classmethod
+    def build(cls, config, num_classes: int, in_shape, steps_per_epoch: int, device=None) -> "ScratchEngine":
+        """The trainer's entry point. The scratch engine computes on the CPU whatever `device` says."""
+        return cls(config, num_classes, in_shape, steps_per_epoch)

@@ -1,42 +1,47 @@
-"""The training loop, engine-agnostic.
+"""The training loop, engine-agnostic, extended through hooks.
 
-    summary = train(config)                 # a new run
-    summary = train(None, resume="RUN_DIR") # continue exactly where RUN_DIR stopped
+    summary = train(config)                       # a new run
+    summary = train(None, resume="RUN_DIR")       # continue exactly where RUN_DIR stopped
+    summary = train(config, hooks=[MyHook()])     # extra behaviour (see cnnlab.train.hooks)
 
-An engine (`cnnlab.train.torch_engine`, `cnnlab.scratch.engine`) owns the model, optimizer and
-schedule and offers `train_step`, `eval_logits`, `lr`, `state_dict`, `load_state_dict` and
-`torch_model`. The loop owns everything else: data order, metrics, checkpoints, early stopping.
+A `Trainer` runs in three phases: open (validate the config, load the data, build the engine,
+create or reopen the run directory), epochs (steps, then the epoch's end: validation, the
+metrics row, the hooks), and finish (the test evaluation with the best weights, summary.json).
+An engine (`cnnlab.train.engines`) owns the model, optimizer and schedule; the loop owns data
+order, metrics and the run directory; hooks add the rest (weight average, time budget, early
+stop, checkpoints, and whatever a caller passes in).
 
 Exact resume: the batch order and augmentation depend only on (seed, epoch, batch), and a
-checkpoint holds the engine state, the RNG states, the position and the partial-epoch sums,
-so a run killed at any point and resumed ends with the same weights as one never stopped.
+checkpoint holds the engine state, the RNG states, the position, the partial-epoch sums and
+every named hook's state, so a run killed at any point and resumed ends with the same weights
+as one never stopped (bitwise on the CPU; on CUDA with `deterministic: true`).
 """
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import math
 import random
+import shutil
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cnnlab.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.config import TrainConfig
-from cnnlab.data import load_dataset
-from cnnlab.data.augment import parse_augment
-from cnnlab.data.loader import BatchLoader
-from cnnlab.device import resolve_device
+from cnnlab.device import configure_determinism, resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import evaluate_logits
-from cnnlab.io import atomic_write_text
-from cnnlab.train.checkpoint import check_run_dir, load_checkpoint, save_checkpoint
+from cnnlab.rundir import RunDir
+from cnnlab.train.engines import build_engine
+from cnnlab.train.hooks import Checkpointer, Hook, default_hooks
 from cnnlab.train.progress import EpochTable, StepBar
-from cnnlab.train.rundir import ITERATIONS_HEADER, METRICS_HEADER, RunDir
+from cnnlab.train.validate import validate
 
-ENGINES = {"torch": "cnnlab.train.torch_engine", "scratch": "cnnlab.scratch.engine"}
 CHECKPOINT_SECONDS = 60.0
 
 
@@ -46,6 +51,32 @@ class TrainingDiverged(CnnlabError):
 
 class Interrupted(CnnlabError):
     exit_code = 130
+
+
+@dataclass
+class Progress:
+    """Where a run is; saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # batches taken in the current epoch
+    loss_sum: float = 0.0  # current epoch: sum of per-image losses,
+    correct: int = 0  # correct predictions
+    seen: int = 0  # and images seen
+    seconds: float = 0.0  # training seconds of the current epoch up to the last mid-epoch save
+    elapsed: float = 0.0  # training seconds of the finished epochs
+    best_val_acc: float = -1.0
+    best_epoch: int = -1
+    done: bool = False  # training is over; only the test evaluation may be left
+    stop_reason: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Progress":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def seed_everything(seed: int):
@@ -67,34 +98,10 @@ def set_rng_state(s: dict):
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def build_engine(config: TrainConfig, num_classes, in_shape, steps_per_epoch, device):
-    if config.engine not in ENGINES:
-        raise CnnlabError(f"unknown engine '{config.engine}': choose {' or '.join(ENGINES)}")
-    module = importlib.import_module(ENGINES[config.engine])
-    return module.build(config, num_classes, in_shape, steps_per_epoch, device=device)
-
-
 def default_run_dir(config: TrainConfig) -> Path:
     name = config.model if len(config.model) <= 24 and "-" not in config.model else "convnet"
     dataset = config.dataset.split(":")[0]
     return Path("runs") / f"{name}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def validate(config: TrainConfig):
-    """Cheap checks that fail before any data is read or any file written."""
-    if config.epochs < 1:
-        raise CnnlabError(f"--epochs must be at least 1, got {config.epochs}")
-    if config.batch_size < 1:
-        raise CnnlabError(f"--batch-size must be at least 1, got {config.batch_size}")
-    if config.engine not in ENGINES:
-        raise CnnlabError(f"unknown engine '{config.engine}': choose {' or '.join(ENGINES)}")
-    if config.loss not in (None, "softmax", "svm"):
-        raise CnnlabError(f"unknown loss '{config.loss}': choose softmax or svm")
-    if config.early_stop is not None and config.early_stop < 1:
-        raise CnnlabError("--early-stop PATIENCE must be at least 1 epoch")
-    if config.max_seconds is not None and config.max_seconds <= 0:
-        raise CnnlabError("--max-seconds must be positive")
-    parse_augment(config.augment)
 
 
 class _Signals:
@@ -117,158 +124,249 @@ class _Signals:
             signal.signal(s, h)
 
 
-def train(config: TrainConfig | None, resume=None, quiet=False) -> dict:
-    ckpt = None
-    if resume is not None:
-        run = RunDir(check_run_dir(resume))
-        if not run.last.exists():
-            raise CnnlabError(f"{run.path} has no checkpoints/last.pt to resume from")
-        ckpt = load_checkpoint(run.last)
-        if ckpt["progress"].get("done") and run.summary.exists():
-            raise CnnlabError(f"the run in {run.path} already finished: evaluate it with `cnnlab evaluate {run.path}`")
-        config = TrainConfig.from_dict(ckpt["config"])
-    validate(config)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
-    seed_everything(config.seed)
+def _open_resume(path) -> tuple[RunDir, dict | None, TrainConfig]:
+    """The run to continue, its newest complete checkpoint (None: it died before its first one)
+    and its config."""
+    run = RunDir(path).check()
+    ckpt_path = run.last if run.last.exists() else run.best if run.best.exists() else None
+    if ckpt_path is None:
+        return run, None, TrainConfig.load(run.config)
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt["progress"].get("done") and run.finished():
+        raise CnnlabError(f"the run in {run.path} already finished: evaluate it with `cnnlab evaluate {run.path}`")
+    return run, ckpt, TrainConfig.from_dict(ckpt["config"], where=str(run.config))
 
-    data = load_dataset(config.dataset, config.data_dir, config.val_size, config.seed, config.subset)
-    # A short last batch takes a full-size step on a few images' gradient, which can undo a
-    # good part of an epoch with plain SGD; it is dropped (its images come round in other
-    # epochs, reshuffled) unless the training set is smaller than one batch.
-    train_loader = BatchLoader(data.train, config.batch_size, data.mean, data.std, shuffle=True, seed=config.seed,
-                               augment=config.augment, device=device,
-                               drop_last=len(data.train) >= config.batch_size)
-    steps_per_epoch = len(train_loader)
-    engine = build_engine(config, data.num_classes, data.shape, steps_per_epoch, device)
 
-    if ckpt is None:
-        run = RunDir(config.out or default_run_dir(config))
-        if run.path.exists() and any(run.path.iterdir()):
-            raise CnnlabError(f"run directory {run.path} already exists: resume it with --resume {run.path}, "
-                              "or choose another --out")
-        config.out = str(run.path)
-        run.create()
-        atomic_write_text(run.config, config.to_yaml())
-        progress = dict(step=0, epoch=0, batch=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0, elapsed=0.0,
-                        best_val_acc=-1.0, best_epoch=-1, bad_epochs=0, done=False)
-    else:
-        engine.load_state_dict(ckpt["engine_state"])
-        set_rng_state(ckpt["rng"])
-        progress = dict(ckpt["progress"])
-        step = progress["step"]
-        run.truncate(run.iterations, ITERATIONS_HEADER, lambda r: int(r["step"]) <= step)
-        run.truncate(run.metrics, METRICS_HEADER, lambda r: int(r["epoch"]) <= progress["epoch"])
-        run.log(f"resumed at epoch {progress['epoch'] + 1}, batch {progress['batch']} (step {step})")
+class Trainer:
+    def __init__(self, config: TrainConfig | None, resume=None, quiet=False, hooks=()):
+        self.run, self.ckpt = None, None
+        if resume is not None:
+            self.run, self.ckpt, config = _open_resume(resume)
+        self.config = validate(config, new_run=resume is None)
+        self.quiet = quiet
+        self.extra_hooks = list(hooks)
+        for h in self.extra_hooks:
+            if not isinstance(h, Hook):
+                raise CnnlabError(f"hooks must be cnnlab.train.hooks.Hook instances, got {type(h).__name__}")
+        self.improved, self.stopping, self._rows = False, False, []
 
-    meta = {"classes": data.classes, "mean": list(data.mean), "std": list(data.std), "shape": list(data.shape),
-            "num_classes": data.num_classes}
+    # ---- phase 1: open ------------------------------------------------------------------
 
-    def checkpoint(path):
-        model = engine.torch_model()
-        save_checkpoint(path, {"config": config.to_dict(), "data": meta, "model_state": model.state_dict(),
-                               "engine": config.engine, "engine_state": engine.state_dict(),
-                               "progress": dict(progress), "rng": rng_state()})
+    def open(self):
+        from cnnlab.data import load_dataset
+        from cnnlab.data.loader import BatchLoader
 
-    def evaluate_split(split):
+        config = self.config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.determinism = configure_determinism(config.deterministic)
+        self.device = resolve_device(config.device)
+        seed_everything(config.seed)
+        self.data = data = load_dataset(config.dataset, config.data_dir, config.val_size, config.seed, config.subset)
+        if config.subset is not None and config.subset > len(data.train):
+            raise CnnlabError(f"--subset {config.subset} is larger than the {len(data.train)} training images: "
+                              f"use at most {len(data.train)}")
+        # A short last batch takes a full-size step on a few images' gradient, which can undo a
+        # good part of an epoch with plain SGD; it is dropped (its images come round in other
+        # epochs, reshuffled) unless the training set is smaller than one batch.
+        self.loader = BatchLoader(data.train, config.batch_size, data.mean, data.std, shuffle=True, seed=config.seed,
+                                  augment=config.augment, device=self.device,
+                                  drop_last=len(data.train) >= config.batch_size)
+        self.steps_per_epoch = len(self.loader)
+        self.engine = build_engine(config, data.num_classes, data.shape, self.steps_per_epoch, self.device)
+        self.meta = {"classes": data.classes, "mean": list(data.mean), "std": list(data.std),
+                     "shape": list(data.shape), "num_classes": data.num_classes}
+        self.hooks = default_hooks(config) + self.extra_hooks + [
+            Checkpointer(config.save_every_steps, CHECKPOINT_SECONDS)]
+        if self.ckpt is None:
+            self._start_new()
+        else:
+            self._restore()
+        self.table = EpochTable(self.run, quiet=self.quiet)
+        if self.ckpt is None:
+            self.log(f"cnnlab: training {config.model} ({self.param_count():,} parameters) on {config.dataset} "
+                     f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test images) "
+                     f"with {config.engine} on {self.device}; run directory {self.run.path}")
+        else:
+            p = self.progress
+            self.log(f"resumed at epoch {p.epoch + 1}, batch {p.batch} (step {p.step})")
+
+    def _start_new(self):
+        if self.run is None:  # a new run
+            self.run = RunDir(self.config.out or default_run_dir(self.config))
+            self.config.out = str(self.run.path)
+        else:  # a resumed run that died before its first checkpoint: start it again in place
+            for path in (self.run.metrics, self.run.iterations, self.run.summary):
+                path.unlink(missing_ok=True)
+            shutil.rmtree(self.run.checkpoints, ignore_errors=True)
+        self.run.create()
+        self.run.write_config(self.config)
+        self.progress = Progress()
+        for h in self.hooks:
+            h.on_start(self)
+
+    def _restore(self, ckpt=None, model_only=False):
+        ckpt = ckpt or self.ckpt
+        self.engine.load_state_dict(ckpt["engine_state"])
+        states = dict(ckpt.get("hooks") or {})
+        # checkpoints from before hooks kept these two in other places
+        states.setdefault("ema", ckpt["engine_state"].get("ema"))
+        states.setdefault("early_stop", {"bad_epochs": ckpt["progress"].get("bad_epochs", 0)})
+        if not model_only:
+            set_rng_state(ckpt["rng"])
+            self.progress = Progress.from_dict(ckpt["progress"])
+            self.run.truncate_to(self.progress.step, self.progress.epoch)
+        for h in self.hooks:
+            if not model_only:
+                h.on_start(self)
+            if h.name and states.get(h.name) is not None and (h.model_state or not model_only):
+                h.load_state_dict(states[h.name])
+
+    # ---- helpers for hooks ----------------------------------------------------------------
+
+    def log(self, line: str):
+        self.table.message(line)
+
+    def param_count(self, trainable_only=False) -> int:
+        return sum(p.numel() for p in self.engine.torch_model().parameters()
+                   if p.requires_grad or not trainable_only)
+
+    def train_seconds(self) -> float:
+        """Training seconds so far: finished epochs plus the running one."""
+        return self.progress.elapsed + time.perf_counter() - self._t0
+
+    def stop(self, reason: str, now: bool = False):
+        """Finish the run after this epoch (now=True: end the epoch after the current step)."""
+        self.progress.done = True
+        self.progress.stop_reason = self.progress.stop_reason or reason
+        self.stopping = self.stopping or now
+
+    def save(self, which: str):
+        """Write checkpoints/<which>.pt; the iteration rows so far are written first, so the files
+        end exactly where the checkpoint does."""
+        if self._in_epoch:
+            self.progress.seconds = time.perf_counter() - self._t0
+        self.run.append_iterations(self._rows)
+        self._rows = []
+        path = self.run.checkpoint(which)
+        save_checkpoint(path, {
+            "config": self.config.to_dict(), "data": self.meta,
+            "model_state": self.engine.torch_model().state_dict(), "engine": self.config.engine,
+            "engine_state": self.engine.state_dict(), "progress": self.progress.to_dict(), "rng": rng_state(),
+            "hooks": {h.name: h.state_dict() for h in self.hooks if h.name}})
+        for h in self.hooks:
+            h.on_checkpoint(self, path, which)
+
+    def evaluate(self, split) -> dict:
+        from cnnlab.data.loader import BatchLoader
+
         if len(split) == 0:
             return {"accuracy": float("nan"), "loss": float("nan")}
-        loader = BatchLoader(split, config.eval_batch_size, data.mean, data.std, device=device)
-        logits = torch.cat([engine.eval_logits(x).float().cpu() for x, _ in loader.epoch()])  # TTA is the engine's
-        return evaluate_logits(logits, split.y, data.num_classes, config.loss or engine.torch_model().loss_name)
+        loader = BatchLoader(split, self.config.eval_batch_size, self.data.mean, self.data.std, device=self.device)
+        logits = torch.cat([self.engine.eval_logits(x).float().cpu() for x, _ in loader.epoch()])  # TTA: the engine's
+        return evaluate_logits(logits, split.y, self.data.num_classes,
+                               self.config.loss or self.engine.torch_model().loss_name)
 
-    table = EpochTable(run, quiet=quiet)
-    if ckpt is None:
-        n_params = sum(p.numel() for p in engine.torch_model().parameters())
-        table.message(f"cnnlab: training {config.model} ({n_params:,} parameters) on {config.dataset} "
-                      f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test images) "
-                      f"with {config.engine} on {device}; run directory {run.path}")
-    table.header()
-    last_save = time.monotonic()
-    every = config.save_every_steps
-    with _Signals() as signals, StepBar(steps_per_epoch, disable=quiet) as bar:
-        while not progress["done"] and progress["epoch"] < config.epochs:  # done: only the test evaluation is left
-            epoch = progress["epoch"]
-            bar.start_epoch(epoch, config.epochs, progress["batch"])
-            t0 = time.perf_counter() - progress["seconds"]
-            rows = []
-            out_of_time = False
-            for x, y in train_loader.epoch(epoch, start=progress["batch"]):
-                loss, correct = engine.train_step(x, y)
-                if not math.isfinite(loss):
-                    run.append_rows(run.iterations, ITERATIONS_HEADER, rows)
-                    raise TrainingDiverged(
-                        f"the loss became {loss} at step {progress['step'] + 1} (epoch {epoch + 1}): lower --lr or "
-                        f"add --grad-clip; the last good checkpoint is {run.last}")
-                progress["step"] += 1
-                progress["batch"] += 1
-                progress["loss_sum"] += loss * len(y)
-                progress["correct"] += correct
-                progress["seen"] += len(y)
-                rows.append([progress["step"], epoch + 1, f"{loss:.6g}", f"{engine.lr():.6g}"])
-                bar.update(loss, progress["correct"] / progress["seen"], len(y), engine.lr())
-                if config.max_seconds and progress["elapsed"] + time.perf_counter() - t0 >= config.max_seconds:
-                    out_of_time = True
-                    break
-                due = (progress["step"] % every == 0) if every else (time.monotonic() - last_save > CHECKPOINT_SECONDS)
-                if signals.stop or (due and progress["batch"] < steps_per_epoch):
-                    progress["seconds"] = time.perf_counter() - t0
-                    run.append_rows(run.iterations, ITERATIONS_HEADER, rows)
-                    rows = []
-                    checkpoint(run.last)
-                    last_save = time.monotonic()
-                    if signals.stop:
-                        raise Interrupted(f"stopped by {signals.stop} at epoch {epoch + 1}, batch {progress['batch']}; "
-                                          f"continue with: cnnlab train --resume {run.path}")
-            run.append_rows(run.iterations, ITERATIONS_HEADER, rows)
-            seconds = time.perf_counter() - t0
-            val = evaluate_split(data.val)
-            train_loss = progress["loss_sum"] / max(1, progress["seen"])
-            train_acc = progress["correct"] / max(1, progress["seen"])
-            row = dict(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, val_loss=val["loss"],
-                       val_acc=val["accuracy"], lr=engine.lr(), seconds=seconds)
-            run.append_rows(run.metrics, METRICS_HEADER, [[f"{row[h]:.6g}" if isinstance(row[h], float) else row[h]
-                                                           for h in METRICS_HEADER]])
-            table.row(row, images_per_s=progress["seen"] / max(seconds, 1e-9))
-            improved = val["accuracy"] > progress["best_val_acc"] or math.isnan(val["accuracy"])
-            progress.update(epoch=epoch + 1, batch=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0,
-                            elapsed=progress["elapsed"] + seconds)
-            if improved:
-                progress.update(best_val_acc=val["accuracy"], best_epoch=epoch + 1, bad_epochs=0)
-            else:
-                progress["bad_epochs"] += 1
-            stop_early = config.early_stop is not None and progress["bad_epochs"] >= config.early_stop
-            if stop_early or out_of_time or progress["epoch"] == config.epochs:
-                progress["done"] = True
-            if improved:
-                checkpoint(run.best)
-            checkpoint(run.last)
-            last_save = time.monotonic()
-            if stop_early:
-                table.message(f"early stop: validation accuracy has not improved for {config.early_stop} epochs")
-                break
-            if out_of_time:
-                table.message(f"time budget of {config.max_seconds:g} s spent, in epoch {epoch + 1}")
-                break
-            if signals.stop:
-                raise Interrupted(f"stopped by {signals.stop} after epoch {epoch + 1}; "
-                                  f"continue with: cnnlab train --resume {run.path}")
+    # ---- phase 2: epochs ------------------------------------------------------------------
 
-    # Final evaluation on the test split, with the best-validation weights.
-    best = load_checkpoint(run.best)
-    engine.load_state_dict(best["engine_state"])
-    test = evaluate_split(data.test)
-    metrics = run.read_metrics()
-    summary = {
-        "run_dir": str(run.path), "model": config.model, "dataset": config.dataset, "engine": config.engine,
-        "epochs_run": len(metrics), "best_epoch": progress["best_epoch"], "best_val_acc": progress["best_val_acc"],
-        "test_acc": test["accuracy"], "test_loss": test["loss"], "test_count": len(data.test),
-        "train_seconds": sum(m["seconds"] for m in metrics),
-        "params": sum(p.numel() for p in engine.torch_model().parameters()),
-        "final_train_acc": metrics[-1]["train_acc"] if metrics else None,
-    }
-    run.write_json("summary.json", summary)
-    table.message(f"test accuracy: {100 * test['accuracy']:.2f}% (loss {test['loss']:.4f}, {len(data.test)} images, "
-                  f"best epoch {progress['best_epoch']})")
-    return summary
+    def fit(self) -> dict:
+        self.open()
+        self.table.header()
+        self._in_epoch, self._t0 = False, time.perf_counter()
+        with _Signals() as self.signals, StepBar(self.steps_per_epoch, disable=self.quiet) as self.bar:
+            while not self.progress.done and self.progress.epoch < self.config.epochs:
+                self._train_epoch()
+                self._end_epoch()
+        return self.finish()
+
+    def _train_epoch(self):
+        p, epoch = self.progress, self.progress.epoch
+        self.bar.start_epoch(epoch, self.config.epochs, p.batch)
+        self._in_epoch, self._t0 = True, time.perf_counter() - p.seconds
+        for x, y in self.loader.epoch(epoch, start=p.batch):
+            loss, correct = self.engine.train_step(x, y)
+            if not math.isfinite(loss):
+                self._diverged(loss)
+            p.step, p.batch = p.step + 1, p.batch + 1
+            p.loss_sum, p.correct, p.seen = p.loss_sum + loss * len(y), p.correct + correct, p.seen + len(y)
+            lr = self.engine.lr()
+            self._rows.append([p.step, epoch + 1, f"{loss:.6g}", f"{lr:.6g}"])
+            self.bar.update(loss, p.correct / p.seen, len(y), lr)
+            for h in self.hooks:
+                h.on_step(self, loss, len(y))
+            if self.stopping:
+                break
+            if self.signals.stop:
+                self.save("last")
+                raise Interrupted(f"stopped by {self.signals.stop} at epoch {epoch + 1}, batch {p.batch}; "
+                                  f"continue with: cnnlab train --resume {self.run.path}")
+        self.run.append_iterations(self._rows)
+        self._rows = []
+
+    def _diverged(self, loss):
+        self.run.append_iterations(self._rows)
+        self._rows = []
+        p = self.progress
+        kept = self.run.last if self.run.last.exists() else None
+        why = (f"the loss became {loss} at step {p.step + 1} (epoch {p.epoch + 1}): lower --lr or add --grad-clip; "
+               + (f"the last good checkpoint is {kept}" if kept else "no checkpoint was written before it"))
+        self.run.log(f"stopped: {why}")
+        raise TrainingDiverged(why)
+
+    def _end_epoch(self):
+        p = self.progress
+        seconds = time.perf_counter() - self._t0
+        self._in_epoch = False
+        val = self.evaluate(self.data.val)
+        row = dict(epoch=p.epoch + 1, train_loss=p.loss_sum / max(1, p.seen), train_acc=p.correct / max(1, p.seen),
+                   val_loss=val["loss"], val_acc=val["accuracy"], lr=self.engine.lr(), seconds=seconds)
+        self.run.append_metrics(row)
+        self.table.row(row, images_per_s=p.seen / max(seconds, 1e-9))
+        self.improved = val["accuracy"] > p.best_val_acc or math.isnan(val["accuracy"])
+        p.epoch, p.batch, p.loss_sum, p.correct, p.seen, p.seconds = p.epoch + 1, 0, 0.0, 0, 0, 0.0
+        p.elapsed += seconds
+        if self.improved:
+            p.best_val_acc, p.best_epoch = val["accuracy"], p.epoch
+        if p.epoch >= self.config.epochs:
+            p.done = True
+        for h in self.hooks:
+            h.on_epoch_end(self, row)
+        if p.done and p.stop_reason:
+            self.log(p.stop_reason)
+        if self.signals.stop and not p.done:
+            raise Interrupted(f"stopped by {self.signals.stop} after epoch {p.epoch}; "
+                              f"continue with: cnnlab train --resume {self.run.path}")
+
+    # ---- phase 3: finish ------------------------------------------------------------------
+
+    def finish(self) -> dict:
+        """The test evaluation with the best-validation weights, then summary.json."""
+        from cnnlab.envinfo import provenance
+
+        self._restore(load_checkpoint(self.run.best), model_only=True)
+        test = self.evaluate(self.data.test)
+        metrics = self.run.read_metrics()
+        p = self.progress
+        train_seconds = sum(m["seconds"] for m in metrics)
+        summary = {
+            "run_dir": str(self.run.path), "model": self.config.model, "dataset": self.config.dataset,
+            "engine": self.config.engine, "device": str(self.device),
+            "epochs_run": len(metrics), "best_epoch": p.best_epoch, "best_val_acc": p.best_val_acc,
+            "test_acc": test["accuracy"], "test_loss": test["loss"], "test_count": len(self.data.test),
+            "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / max(1, len(metrics)),
+            "params": self.param_count(), "trainable_params": self.param_count(trainable_only=True),
+            "final_train_acc": metrics[-1]["train_acc"] if metrics else None,
+            "stop_reason": p.stop_reason or f"trained {len(metrics)} epochs",
+            "deterministic": self.determinism, **provenance(),
+        }
+        for h in self.hooks:
+            h.on_end(self, summary)
+        self.run.write_summary(summary)
+        self.log(f"test accuracy: {100 * test['accuracy']:.2f}% (loss {test['loss']:.4f}, {len(self.data.test)} "
+                 f"images, best epoch {p.best_epoch})")
+        return summary
+
+
+def train(config: TrainConfig | None, resume=None, quiet=False, hooks=()) -> dict:
+    """Train a new run (or continue `resume`, a run directory) and return its summary."""
+    return Trainer(config, resume=resume, quiet=quiet, hooks=hooks).fit()

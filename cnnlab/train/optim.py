@@ -1,8 +1,9 @@
 """Optimizers by name.
 
 `build_optimizer(model, name, lr, ...)` returns a `torch.optim.Optimizer`: sgd (with
-momentum and Nesterov), adam, adamw, adagrad, adadelta or rmsprop. `momentum`/`nesterov`
-apply to SGD only (give RMSprop momentum through `momentum` in the optimizer args).
+momentum and Nesterov), momentum and nesterov (SGD with momentum 0.9 unless `momentum` says
+otherwise, plain or Nesterov), adam, adamw, adagrad, adadelta or rmsprop. `DEFAULT_LR` is the
+one table of optimizer names, for both engines. `momentum`/`nesterov` apply to SGD only (give RMSprop momentum through `momentum` in the optimizer args).
 Weight decay is applied to weights only: biases and normalisation parameters (every
 parameter with fewer than two dimensions) are left undecayed, as is usual for convnets.
 AdamW decays decoupled from the gradient (Loshchilov & Hutter, 2019); the others add
@@ -21,7 +22,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.train.lookahead import Lookahead
 
 # Usual starting points; `cnnlab lr-find` measures a better one for a given model and data.
-DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "adagrad": 1e-2, "adadelta": 1.0, "rmsprop": 1e-3}
+DEFAULT_LR = {"sgd": 0.05, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3, "adamw": 1e-3, "adagrad": 1e-2, "adadelta": 1.0, "rmsprop": 1e-3}
 
 _TORCH = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad,
           "adadelta": torch.optim.Adadelta, "rmsprop": torch.optim.RMSprop}
@@ -54,7 +55,9 @@ def build_optimizer(model, name: str, lr: float | None = None, momentum: float =
     la_k, la_alpha = args.pop("lookahead_k", None), args.pop("lookahead_alpha", None)
     groups = param_groups(model, weight_decay)
     try:
-        if name == "sgd":
+        if name in ("momentum", "nesterov"):
+            opt = torch.optim.SGD(groups, lr=lr, momentum=momentum or 0.9, nesterov=name == "nesterov", **args)
+        elif name == "sgd":
             opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, **args)
         else:
             opt = _TORCH[name](groups, lr=lr, **args)

@@ -1,5 +1,15 @@
 """The PyTorch engine: a registered model, an optimizer, a per-step LR schedule, and the
-usual tricks (weight EMA, mixed precision, channels-last, torch.compile, flip TTA)."""
+usual tricks (mixed precision, channels-last, torch.compile, flip TTA).
+
+The Engine interface the trainer drives (`cnnlab.train.engines` lists the engines):
+
+    train_step(x, y) -> (mean loss, #correct)   forward, backward, update, schedule step
+    eval_logits(x) -> scores                    evaluation mode, (N, classes) float tensor
+    lr(), state_dict(), load_state_dict(d), torch_model()
+
+`eval_module`, when a hook sets it (the weight average of `cnnlab.train.hooks.WeightAverage`),
+is the module that is evaluated and saved instead of the trained one.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +20,7 @@ import torch
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import flip_tta
 from cnnlab.models import create_model
-from cnnlab.train.ema import ModelEMA
-from cnnlab.train.losses import make_loss
+from cnnlab.losses import make_loss
 from cnnlab.train.optim import build_optimizer
 from cnnlab.train.schedules import build_schedule
 
@@ -20,6 +29,8 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 class TorchEngine:
     name = "torch"
+    # config keys this engine ignores, with the value they must keep (none: it supports them all)
+    UNSUPPORTED = {"backend": None}
 
     def __init__(self, config, num_classes, in_shape, steps_per_epoch, device="cpu"):
         self.device = torch.device(device)
@@ -39,7 +50,7 @@ class TorchEngine:
                                          **config.optimizer_args)
         self.schedule = build_schedule(self.optimizer, config.schedule, total_steps=config.epochs * steps_per_epoch,
                                        steps_per_epoch=steps_per_epoch, **config.schedule_args)
-        self.ema = ModelEMA(self.model, config.ema) if config.ema else None
+        self.eval_module = None  # set by the weight-average hook
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
         # The compiled wrapper shares its parameters with self.model, which stays the one saved.
         self.forward = torch.compile(self.model) if config.compile else self.model
@@ -66,14 +77,12 @@ class TorchEngine:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.schedule.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
         return loss.item(), int((scores.argmax(1) == y).sum())
 
     @torch.no_grad()
     def eval_logits(self, x):
         model = self.torch_model().eval()
-        fn = model if self.ema is not None else self.forward
+        fn = model if self.eval_module is not None else self.forward
         with self._autocast():
             x = self._input(x)
             return (flip_tta(fn, x) if self.tta else fn(x)).float()
@@ -82,11 +91,8 @@ class TorchEngine:
         return self.optimizer.param_groups[0]["lr"]
 
     def state_dict(self):
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict()}
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        return state
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, d):
         self.model.load_state_dict(d["model"])
@@ -94,13 +100,17 @@ class TorchEngine:
         self.schedule.load_state_dict(d["schedule"])
         if d.get("scaler"):
             self.scaler.load_state_dict(d["scaler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(d["ema"])
 
     def torch_model(self):
-        """The model that is evaluated and saved: the weight average when EMA is on."""
-        return self.ema.module if self.ema is not None else self.model
+        """The model that is evaluated and saved: the weight average when one is kept."""
+        return self.eval_module if self.eval_module is not None else self.model
 
+    @staticmethod
+    def check(config):
+        """Optimizer and its arguments, checked on a stand-in parameter (no model is built)."""
+        build_optimizer(torch.nn.Linear(2, 2), config.optimizer, config.lr, momentum=config.momentum,
+                        nesterov=config.nesterov, weight_decay=config.weight_decay, **config.optimizer_args)
 
-def build(config, num_classes, in_shape, steps_per_epoch, device="cpu"):
-    return TorchEngine(config, num_classes, in_shape, steps_per_epoch, device)
+    @classmethod
+    def build(cls, config, num_classes, in_shape, steps_per_epoch, device="cpu") -> "TorchEngine":
+        return cls(config, num_classes, in_shape, steps_per_epoch, device)

@@ -20,6 +20,19 @@ def test_rubric_bands():
     assert rubric(20.0, 1.2, 300_000, 10)["points_by_part"] == {"error": 50, "energy": 10, "latency": 10}
 
 
+def test_error_band_on_exact_counts():
+    """80.00 % accuracy is 20 % error exactly: the 20-29 % band (50 points), even though float32
+    arithmetic makes it 19.9999988 %, which the 10-19 % band (60 points) would take."""
+    error32 = 100 * (1 - float(torch.tensor(0.8, dtype=torch.float32)))
+    assert error32 < 20
+    assert rubric(error32, 1.2, 300_000, 10)["points_by_part"]["error"] == 60  # the float trap
+    assert rubric(error32, 1.2, 300_000, 10, counts=(2000, 10000))["points_by_part"]["error"] == 50
+    assert rubric(40.0, 1.2, 300_000, 10, counts=(4000, 10000))["points_by_part"]["error"] == 30
+    assert rubric(39.99, 1.2, 300_000, 10, counts=(3999, 10000))["points_by_part"]["error"] == 40
+    r = rubric(49.99, 1.2, 300_000, 10, counts=(5000, 10000))  # exactly 50 % error fails the hard limit
+    assert r["points"] == 0 and "test error" in r["hard_constraints_failed"][0]
+
+
 def test_hard_constraints_give_zero_points():
     r = rubric(error_percent=10.0, energy_mj=0.1, cycles=1000, peak_activation=1_000_000)
     assert r["points"] == 0 and "peak activation" in r["hard_constraints_failed"][0]
@@ -61,13 +74,30 @@ def test_score_end_to_end(short_run, capsys):
     assert printed == saved
     summary = json.loads((short_run / "summary.json").read_text())
     assert saved["error_percent"] == pytest.approx(100 * (1 - summary["test_acc"]))
-    assert saved["accuracy_source"] == "summary.json"
+    assert saved["accuracy_source"] == "evaluated on the test split"
+    assert saved["test_correct"] == round(summary["test_acc"] * saved["test_images"])
     # MNIST's 1x28x28 LeNet-5 pads conv1 by 2: (1*28*28 + 6*28*28) * 4 bytes.
     assert saved["peak_activation_bytes"] == (28 * 28 + 6 * 28 * 28) * 4
     assert saved["metric"] == pytest.approx(saved["error_percent"] / 12 + saved["cycles"] / 300_000)
     assert saved["cycles"] > 0 and saved["energy_mj"] > 0 and "note" in saved  # not CIFAR-10
     assert main(["score", str(short_run)]) == 0
     assert "metric" in capsys.readouterr().out
+
+
+@pytest.mark.realdata
+def test_score_ignores_a_hand_edited_summary(short_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "edited"
+    shutil.copytree(short_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    honest = summary["test_acc"]
+    summary["test_acc"] = 0.999
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert main(["score", str(run), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["test_accuracy"] == pytest.approx(honest, abs=1e-12)
+    assert "summary.json says 99.90%" in s["note"]
 
 
 @pytest.mark.realdata
@@ -89,7 +119,7 @@ def test_bench_end_to_end(short_run, capsys):
 
 
 def test_bench_rejects_unknown_device(tmp_path, capsys):
-    from cnnlab.cost.bench import device_unavailable
+    from cnnlab.workflows.bench import device_unavailable
     from cnnlab.errors import CnnlabError
 
     with pytest.raises(CnnlabError, match="unknown device 'tpu'"):

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.cost.report import analyze, format_table, parse_bytes
+from cnnlab.commands.common import parse_bytes
+from cnnlab.cost.report import analyze, format_table
 from cnnlab.cost.trace import trace
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, list_models

@@ -8,7 +8,9 @@ from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.models.spec import Layer
 from cnnlab.scratch import gradcheck
-from cnnlab.scratch.engine import build
+from cnnlab.scratch.engine import ScratchEngine
+
+build = ScratchEngine.build
 from cnnlab.scratch.model import ScratchNet, make_layer
 
 MODELS = [
@@ -88,7 +90,7 @@ def test_bad_inputs_name_the_layer():
 def test_engine_steps_saves_and_resumes():
     cfg = TrainConfig(engine="scratch", model="c4k3-bn-relu-p2-fc10", optimizer="sgd", lr=0.1, schedule="step",
                       schedule_args={"step_epochs": 1, "gamma": 0.5}, epochs=2, weight_decay=1e-3,
-                      model_args={"backend": "numpy"})
+                      backend="numpy")
     x, y = torch.randn(8, 3, 6, 6), torch.randint(0, 10, (8,))
     a = build(cfg, 10, (3, 6, 6), steps_per_epoch=2)
     losses = [a.train_step(x, y)[0] for _ in range(2)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cnnlab.errors import CnnlabError
-from cnnlab.study import load_study, mean_std, run_study
+from cnnlab.workflows.study import load_study, mean_std, run_study
 
 GOOD = """\
 description: two optimizers
@@ -49,7 +49,7 @@ def test_good_file_expands_to_runs(tmp_path):
     ("seeds: 2", "seedz: 2", 13, "unknown key 'seedz' in the study file"),
     ("  epochs: 2", "  epoch: 2", 5, "unknown key 'epoch' in base (did you mean 'epochs'?)"),
     ("    lr: 0.05", "    learning_rate: 0.05", 10, "unknown key 'learning_rate' in experiment 'sgd'"),
-    ("    lr: 0.05", "    lr: fast", 10, "'lr' in experiment 'sgd' must be float or None, got 'fast'"),
+    ("    lr: 0.05", "    lr: fast", 10, "'lr' in experiment 'sgd' must be float or null, got 'fast'"),
     ("  epochs: 2", "  epochs: 2.5", 5, "'epochs' in base must be int"),
     ("    optimizer: adam", "    optimizer: adamax", 11, "experiment 'adam': unknown optimizer 'adamax'"),
     ("    optimizer: adam", "    schedule: cyclical", 11, "experiment 'adam': unknown schedule 'cyclical'"),
@@ -179,7 +179,7 @@ def test_end_to_end_with_the_real_trainer_on_synthetic_data(tmp_path, capsys):
 @pytest.mark.realdata
 def test_mnist_study_end_to_end_then_restart_skips(tmp_path, real_dataset, data_dir):
     real_dataset("mnist")  # skips (or fails under CNNLAB_REQUIRE_DATA=1) when MNIST is unavailable
-    from cnnlab.study import default_trainer
+    from cnnlab.workflows.study import default_trainer
 
     path = _write(tmp_path, f"""\
         base:

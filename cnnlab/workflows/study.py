@@ -26,9 +26,7 @@ loss against iteration) and OUT/val_acc.png (validation accuracy against epoch).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import math
 import re
 import shutil
@@ -37,16 +35,18 @@ from pathlib import Path
 
 import yaml
 
-from cnnlab.config import TrainConfig
+from cnnlab.config import TrainConfig, check_type
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_text, write_csv
+from cnnlab.rundir import RunDir
 
 STUDY_KEYS = ("base", "description", "experiments", "seeds", "budget_seconds")
 SET_BY_STUDY = {"out": "the study places every run under its --out directory",
                 "seed": "the study sets seeds: use the top-level `seeds:` key"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_DATASET_SHAPES = {"mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10),
-                   "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
+# the study directory's own files (each run's files are cnnlab.rundir's)
+STUDY_FILE, RESULTS_MD, RESULTS_CSV = "study.yaml", "results.md", "results.csv"
+LOSS_PLOT, VAL_PLOT = "train_loss.png", "val_acc.png"
 
 
 @dataclass
@@ -67,6 +67,9 @@ class Study:
     seeds: list
     budget_seconds: float | None
     runs: list = field(default_factory=list)
+
+    def file(self, name: str) -> Path:
+        return self.out / name
 
 
 # ---- validation -------------------------------------------------------------------------
@@ -92,20 +95,7 @@ def _value(node):
     return yaml.safe_load(yaml.serialize(node))
 
 
-_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "None": type(None)}
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-
-
-def _check_type(key, value) -> str | None:
-    """None when `value` fits the TrainConfig field `key`, else the expected type in words."""
-    allowed = [_TYPES[t.strip()] for t in str(_FIELDS[key].type).split("|")]
-    if isinstance(value, bool) and bool not in allowed:
-        return " or ".join(t.strip() for t in str(_FIELDS[key].type).split("|"))
-    if isinstance(value, int) and float in allowed:
-        return None
-    if any(isinstance(value, t) for t in allowed):
-        return None
-    return " or ".join(t.strip() for t in str(_FIELDS[key].type).split("|"))
+_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def _check_settings(settings: dict, path, what):
@@ -120,39 +110,17 @@ def _check_settings(settings: dict, path, what):
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise CnnlabError(f"{_where(path, knode)}: unknown key '{key}' in {what}{hint}; "
                               f"valid keys are {', '.join(sorted(set(_FIELDS) - set(SET_BY_STUDY)))}")
-        value = _value(vnode)
-        expected = _check_type(key, value)
-        if expected:
-            raise CnnlabError(f"{_where(path, vnode)}: '{key}' in {what} must be {expected}, got {value!r}")
+        try:
+            check_type(key, _value(vnode), what)
+        except CnnlabError as e:
+            raise CnnlabError(f"{_where(path, vnode)}: {e}") from None
 
 
 def check_config(config: TrainConfig):
-    """Semantic checks a run would otherwise fail on only when it starts."""
-    from cnnlab.models.registry import list_models
-    from cnnlab.models.spec import looks_like_spec, parse_spec
-    from cnnlab.train.optim import build_optimizer
-    from cnnlab.train.schedules import schedule_factor
+    """The one validation every run gets (cnnlab.train.validate), before anything trains."""
+    from cnnlab.train.validate import validate
 
-    if config.model not in list_models():
-        if not looks_like_spec(config.model):
-            from cnnlab.models.registry import model_builder
-
-            model_builder(config.model)  # raises the unknown-model error with suggestions
-        parse_spec(config.model)
-    import torch
-
-    build_optimizer(torch.nn.Linear(2, 2), config.optimizer, config.lr, config.momentum, config.nesterov,
-                    config.weight_decay, **config.optimizer_args)
-    f = schedule_factor(config.schedule, total_steps=max(10, config.epochs * 10), steps_per_epoch=10,
-                        **config.schedule_args)
-    f(0)
-    if config.lr is not None and config.lr <= 0:
-        raise CnnlabError(f"lr must be positive, got {config.lr}")
-    try:
-        from cnnlab.train.loop import validate
-    except ImportError:  # the trainer is optional for checking a study file
-        return
-    validate(config)
+    validate(config, new_run=False)
 
 
 def load_study(path, seeds: int | None = None, out=None) -> Study:
@@ -261,14 +229,15 @@ def run_study(study: Study, trainer=None, log=print) -> dict:
     """Train every unfinished run, then write the table and the plots. Returns the results."""
     trainer = trainer or default_trainer
     study.out.mkdir(parents=True, exist_ok=True)
-    (study.out / "study.yaml").write_text(study.path.read_text())
+    atomic_write_text(study.file(STUDY_FILE), study.path.read_text())
     total = len(study.runs)
     for i, run in enumerate(study.runs, 1):
         label = f"[{i}/{total}] {run.experiment} seed {run.seed}"
-        if (run.run_dir / "summary.json").exists():
+        rd = RunDir(run.run_dir)
+        if rd.finished():
             log(f"{label}: finished earlier, skipped")
             continue
-        if (run.run_dir / "checkpoints" / "last.pt").exists():
+        if rd.is_run() or rd.last.exists():
             log(f"{label}: resuming {run.run_dir}")
             trainer(None, resume=str(run.run_dir))
         else:
@@ -280,19 +249,11 @@ def run_study(study: Study, trainer=None, log=print) -> dict:
     results = collect(study)
     write_table(study, results)
     plot_curves(study, results)
-    log(f"results: {study.out / 'results.md'}, {study.out / 'results.csv'}, "
-        f"{study.out / 'train_loss.png'}, {study.out / 'val_acc.png'}")
+    log(f"results: {', '.join(str(study.file(n)) for n in (RESULTS_MD, RESULTS_CSV, LOSS_PLOT, VAL_PLOT))}")
     return results
 
 
 # ---- results ----------------------------------------------------------------------------
-
-def _read_csv(path) -> list[dict]:
-    if not Path(path).exists():
-        return []
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v not in (None, "")} for row in csv.DictReader(f)]
-
 
 def mean_std(values) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value); NaNs are ignored."""
@@ -305,22 +266,11 @@ def mean_std(values) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
-def _input_of(config: TrainConfig):
-    name = config.dataset.split(":")[0].lower()
-    if name in _DATASET_SHAPES:
-        return _DATASET_SHAPES[name]
-    if name == "synthetic":
-        opts = dict(p.split("=", 1) for p in config.dataset.split(":", 1)[1].split(",") if "=" in p) \
-            if ":" in config.dataset else {}
-        shape = tuple(int(v) for v in opts.get("shape", "3x32x32").lower().split("x"))
-        return shape, int(opts.get("classes", 10))
-    return None
-
-
 def _cost(config: TrainConfig):
+    from cnnlab.data.registry import dataset_input
     from cnnlab.models.summary import model_summary
 
-    where = _input_of(config)
+    where = dataset_input(config.dataset)
     if where is None:
         return None, None
     try:
@@ -337,12 +287,12 @@ def collect(study: Study) -> dict:
         runs = [r for r in study.runs if r.experiment == name]
         summaries, curves = [], []
         for r in runs:
-            summary_path = r.run_dir / "summary.json"
-            if not summary_path.exists():
+            rd = RunDir(r.run_dir)
+            summary = rd.read_summary()
+            if summary is None:
                 continue
-            summaries.append(json.loads(summary_path.read_text()))
-            curves.append({"iterations": _read_csv(r.run_dir / "iterations.csv"),
-                           "metrics": _read_csv(r.run_dir / "metrics.csv")})
+            summaries.append(summary)
+            curves.append({"iterations": rd.read_iterations(), "metrics": rd.read_metrics()})
         params, macs = _cost(runs[0].config)
         if summaries and summaries[0].get("params") is not None:
             params = summaries[0]["params"]
@@ -382,8 +332,8 @@ def write_table(study: Study, results: dict):
         lines.append(f"| {name} | {r['runs']} | {_pct(r['test_acc'])} | {_pct(r['best_val_acc'])} | "
                      f"{'-' if math.isnan(t[0]) else f'{t[0]:.1f} ± {t[1]:.1f}'} | "
                      f"{'-' if math.isnan(e[0]) else f'{e[0]:g}'} | {_count(r['params'])} | {_count(r['macs'])} |")
-    atomic_write_text(study.out / "results.md", "\n".join(lines) + "\n")
-    write_csv(study.out / "results.csv",
+    atomic_write_text(study.file(RESULTS_MD), "\n".join(lines) + "\n")
+    write_csv(study.file(RESULTS_CSV),
               ["experiment", "runs", "test_acc_mean", "test_acc_std", "best_val_acc_mean", "best_val_acc_std",
                "train_seconds_mean", "train_seconds_std", "epochs_mean", "params", "macs"],
               [[name, r["runs"], *r["test_acc"], *r["best_val_acc"], *r["train_seconds"], r["epochs"][0],
@@ -430,7 +380,7 @@ def plot_curves(study: Study, results: dict):
     ax.set_title(f"{study.path.stem}: training loss")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(study.out / "train_loss.png", dpi=100)
+    fig.savefig(study.file(LOSS_PLOT), dpi=100)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -444,5 +394,5 @@ def plot_curves(study: Study, results: dict):
     ax.set_title(f"{study.path.stem}: validation accuracy")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(study.out / "val_acc.png", dpi=100)
+    fig.savefig(study.file(VAL_PLOT), dpi=100)
     plt.close(fig)

@@ -152,7 +152,7 @@ def find_lr(model_name: str, dataset: str, data_dir=None, subset=None, batch_siz
     from cnnlab.data import load_dataset
     from cnnlab.data.loader import BatchLoader
     from cnnlab.models import create_model
-    from cnnlab.train.losses import make_loss
+    from cnnlab.losses import make_loss
 
     torch.manual_seed(seed)
     data = load_dataset(dataset, data_dir, seed=seed, subset=subset)

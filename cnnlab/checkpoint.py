@@ -10,7 +10,8 @@
       "rng":          {"torch", "cuda", "numpy", "python"} generator states,
     }
 
-Written atomically (temporary file, fsync, rename), so a crash never leaves a torn file.
+Written atomically (temporary file, fsync, rename), so a crash never leaves a torn file. Where a
+checkpoint lives in a run directory is `cnnlab.rundir`'s business; this module knows only the format.
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ from __future__ import annotations
 import io
 import pickle
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from cnnlab import __version__
-from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write
 
@@ -57,16 +56,6 @@ def load_checkpoint(path) -> dict:
     return ckpt
 
 
-def check_run_dir(run_dir) -> Path:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CnnlabError(f"run directory {run_dir} does not exist")
-    if not (run_dir / "config.yaml").exists() or not (run_dir / "checkpoints").is_dir():
-        raise CnnlabError(f"{run_dir} is not a cnnlab run directory (no config.yaml and checkpoints/): "
-                          "give a directory written by `cnnlab train`")
-    return run_dir
-
-
 def build_model_from_checkpoint(ckpt: dict):
     from cnnlab.models import create_model
 
@@ -76,22 +65,3 @@ def build_model_from_checkpoint(ckpt: dict):
                          **cfg.get("model_args", {}))
     model.load_state_dict(ckpt["model_state"])
     return model.eval()
-
-
-@dataclass
-class LoadedRun:
-    run_dir: Path
-    config: TrainConfig
-    model: torch.nn.Module  # eval mode, on CPU
-    data: dict  # classes, mean, std, shape, num_classes
-    checkpoint: dict
-
-
-def load_run(run_dir, which: str = "best") -> LoadedRun:
-    """A trained run: its config and its model with the `best` (validation) or `last` weights."""
-    run_dir = check_run_dir(run_dir)
-    path = run_dir / "checkpoints" / f"{which}.pt"
-    if which == "best" and not path.exists():
-        path = run_dir / "checkpoints" / "last.pt"
-    ckpt = load_checkpoint(path)
-    return LoadedRun(run_dir, TrainConfig.from_dict(ckpt["config"]), build_model_from_checkpoint(ckpt), ckpt["data"], ckpt)

@@ -9,7 +9,6 @@ each). Score = test accuracy / latency per image at batch 1 (in seconds).
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import tempfile
 import time
@@ -19,8 +18,8 @@ import torch
 
 from cnnlab.device import synchronize
 from cnnlab.errors import CnnlabError
-from cnnlab.io import atomic_write_text, write_csv
-from cnnlab.train.rundir import RunDir
+from cnnlab.evaluate import evaluate
+from cnnlab.rundir import RunDir, load_run
 
 COLUMNS = ("device", "status", "best_train_acc", "best_train_loss", "best_val_acc", "best_val_loss",
            "train_seconds_5_epochs", "test_acc", "test_loss", "latency_ms_batch1", "batch_size",
@@ -66,8 +65,8 @@ def latency_per_image(model, x, device, repeats: int | None = None, warmup: int 
     return statistics.median(times) / x.shape[0]
 
 
-def _best_from_metrics(run_dir: Path) -> dict:
-    rows = RunDir(run_dir).read_metrics()
+def _best_from_metrics(run: RunDir) -> dict:
+    rows = run.read_metrics()
     best = {}
     for key, pick in (("train_acc", max), ("train_loss", min), ("val_acc", max), ("val_loss", min)):
         vals = [r[key] for r in rows if key in r]
@@ -76,11 +75,10 @@ def _best_from_metrics(run_dir: Path) -> dict:
     return best
 
 
-def _train_seconds(run_dir: Path, device: str) -> float:
-    from cnnlab.config import TrainConfig
+def _train_seconds(config, device: str) -> float:
     from cnnlab.train.loop import train
 
-    cfg = TrainConfig.load(run_dir / "config.yaml")
+    cfg = config
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
         cfg = dataclasses.replace(cfg, epochs=5, device=device, early_stop=None, out=str(Path(tmp) / "run"))
         t0 = time.perf_counter()
@@ -88,24 +86,21 @@ def _train_seconds(run_dir: Path, device: str) -> float:
         return time.perf_counter() - t0
 
 
-def bench_run(run_dir, devices=("cpu", "cuda"), batch_size: int = 256, do_train: bool = False, write: bool = True) -> list[dict]:
-    from cnnlab.data import load_dataset
-    from cnnlab.evaluate import evaluate
-    from cnnlab.train.checkpoint import load_run
-
+def bench_run(run_dir, devices=("cpu", "cuda"), batch_size: int = 256, do_train: bool = False, write: bool = True,
+              data_dir=None) -> list[dict]:
     if batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {batch_size}")
-    run_dir = Path(run_dir)
+    for name in devices:
+        device_unavailable(name)  # an unknown device name is an error before any work
     run = load_run(run_dir)
-    cfg = run.config
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed)
-    test = data.test
+    cfg, d = run.config, run.data
+    test = run.split("test", data_dir)
     if len(test.y) == 0:
         raise CnnlabError(f"the test split of {cfg.dataset} is empty: nothing to benchmark")
-    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
-    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    mean = torch.tensor(d["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(d["std"]).view(1, -1, 1, 1)
     images = (test.x[:batch_size].float() / 255 - mean) / std
-    best = _best_from_metrics(run_dir)
+    best = _best_from_metrics(run.dir)
     rows = []
     for name in devices:
         why = device_unavailable(name)
@@ -116,38 +111,15 @@ def bench_run(run_dir, devices=("cpu", "cuda"), batch_size: int = 256, do_train:
             rows.append(row)
             continue
         device = torch.device(name)
-        loss_name = getattr(run.model, "loss_name", "softmax")
-        res = evaluate(run.model.to(device), test, data.mean, data.std, data.num_classes, loss_name, device=device)
+        res = evaluate(run.model.to(device), test, d["mean"], d["std"], d["num_classes"], run.loss_name, device=device)
         lat1 = latency_per_image(run.model, images[:1], device)
         latb = latency_per_image(run.model, images, device)
         row.update(status="ok", test_acc=res["accuracy"], test_loss=res["loss"], latency_ms_batch1=lat1 * 1e3,
                    batch_size=images.shape[0], latency_ms_per_image_batch=latb * 1e3, score=res["accuracy"] / lat1)
         if do_train:
-            row["train_seconds_5_epochs"] = _train_seconds(run_dir, name)
+            row["train_seconds_5_epochs"] = _train_seconds(cfg, name)
         run.model.to("cpu")
         rows.append(row)
     if write:
-        write_csv(run_dir / "bench.csv", COLUMNS, [[r.get(c, "") for c in COLUMNS] for r in rows])
-        atomic_write_text(run_dir / "bench.json", json.dumps(rows, indent=2) + "\n")
+        run.dir.write_bench(rows, COLUMNS)
     return rows
-
-
-def format_bench(rows) -> str:
-    from cnnlab.commands.common import format_table
-
-    def f(v, spec):
-        return "-" if v is None else format(v, spec)
-
-    head = ("device", "best train acc/loss", "best val acc/loss", "train 5 ep (s)", "test acc", "test loss",
-            "ms/img b1", "ms/img bN", "score")
-    table = []
-    for r in rows:
-        if r["status"] != "ok":
-            table.append((r["device"], r["status"], "", "", "", "", "", "", ""))
-            continue
-        table.append((r["device"], f"{f(r.get('best_train_acc'), '.4f')}/{f(r.get('best_train_loss'), '.4f')}",
-                      f"{f(r.get('best_val_acc'), '.4f')}/{f(r.get('best_val_loss'), '.4f')}",
-                      f(r["train_seconds_5_epochs"], ".1f"), f(r["test_acc"], ".4f"), f(r["test_loss"], ".4f"),
-                      f(r["latency_ms_batch1"], ".3f"), f"{f(r['latency_ms_per_image_batch'], '.4f')} (b{r['batch_size']})",
-                      f(r["score"], ".1f")))
-    return format_table(head, table) + "\nscore = test accuracy / seconds per image at batch 1"

@@ -1,0 +1,244 @@
+"""The run directory: every file a run holds, named here and only here, with its readers and writers.
+
+    RUN_DIR/
+      config.yaml               the resolved TrainConfig (rebuilds the run)
+      metrics.csv               one row per epoch (METRICS_HEADER)
+      iterations.csv            one row per training step (ITERATIONS_HEADER)
+      train.log                 the epoch table and messages; the last line gives the test accuracy
+      summary.json              final figures, and the cnnlab version, git commit, device and machine
+      checkpoints/last.pt       the latest state (also written mid-epoch), for --resume
+      checkpoints/best.pt       the state with the best validation accuracy
+      evaluation.json, per_class.csv, confusion_matrix.csv   `cnnlab evaluate` (test split;
+                                `-val` / `-train` suffixes for the other splits)
+      predictions.csv           `cnnlab predict` (by default)
+      score.json                `cnnlab score`
+      bench.csv, bench.json     `cnnlab bench`
+      plots/                    figures (PNG) made from the files above
+      report.html               a self-contained report of the run
+      exports/                  the model in other formats
+
+Every command and workflow reaches these files through `RunDir` (names, plain reads and atomic
+writes) or `load_run` (a `LoadedRun`: config, model, data meta, and any split of the dataset).
+A module outside this one never spells a run-directory file name.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cnnlab.checkpoint import build_model_from_checkpoint, load_checkpoint
+from cnnlab.config import TrainConfig
+from cnnlab.errors import CnnlabError
+from cnnlab.io import atomic_write_text, write_csv
+
+METRICS_HEADER = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+ITERATIONS_HEADER = ["step", "epoch", "loss", "lr"]
+SPLITS = ("test", "val", "train")
+
+
+class RunDir:
+    """Paths and plain reads/writes of one run directory (it need not exist yet)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    config = property(lambda self: self.path / "config.yaml")
+    metrics = property(lambda self: self.path / "metrics.csv")
+    iterations = property(lambda self: self.path / "iterations.csv")
+    log_file = property(lambda self: self.path / "train.log")
+    summary = property(lambda self: self.path / "summary.json")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    last = property(lambda self: self.checkpoints / "last.pt")
+    best = property(lambda self: self.checkpoints / "best.pt")
+    predictions = property(lambda self: self.path / "predictions.csv")
+    score = property(lambda self: self.path / "score.json")
+    bench_csv = property(lambda self: self.path / "bench.csv")
+    bench_json = property(lambda self: self.path / "bench.json")
+    plots = property(lambda self: self.path / "plots")
+    report = property(lambda self: self.path / "report.html")
+    exports = property(lambda self: self.path / "exports")
+
+    def checkpoint(self, which: str) -> Path:
+        if which not in ("best", "last"):
+            raise CnnlabError(f"unknown checkpoint '{which}': choose best or last")
+        return self.best if which == "best" else self.last
+
+    def evaluation_files(self, split: str = "test") -> tuple[Path, Path, Path]:
+        """(evaluation.json, per_class.csv, confusion_matrix.csv) of a split; the test split keeps the plain names."""
+        suffix = "" if split == "test" else f"-{split}"
+        return (self.path / f"evaluation{suffix}.json", self.path / f"per_class{suffix}.csv",
+                self.path / f"confusion_matrix{suffix}.csv")
+
+    # ---- what kind of directory this is
+
+    def is_run(self) -> bool:
+        return self.config.exists() and self.checkpoints.is_dir()
+
+    def check(self) -> "RunDir":
+        """Raise a one-line error unless this is a run directory written by `cnnlab train`."""
+        if not self.path.is_dir():
+            raise CnnlabError(f"run directory {self.path} does not exist")
+        if not self.is_run():
+            raise CnnlabError(f"{self.path} is not a cnnlab run directory (no config.yaml and checkpoints/): "
+                              "give a directory written by `cnnlab train`")
+        return self
+
+    def create(self):
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+
+    # ---- the training files
+
+    def write_config(self, config: TrainConfig):
+        atomic_write_text(self.config, config.to_yaml())
+
+    def log(self, line: str):
+        with open(self.log_file, "a") as f:
+            f.write(line.rstrip("\n") + "\n")
+
+    def append_rows(self, path, header, rows):
+        if not rows and path.exists():
+            return
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            if new:
+                w.writerow(header)
+            w.writerows(rows)
+
+    def append_iterations(self, rows):
+        self.append_rows(self.iterations, ITERATIONS_HEADER, rows)
+
+    def append_metrics(self, row: dict):
+        self.append_rows(self.metrics, METRICS_HEADER,
+                         [[f"{row[h]:.6g}" if isinstance(row[h], float) else row[h] for h in METRICS_HEADER]])
+
+    def truncate_to(self, step: int, epoch: int):
+        """Keep the iterations up to `step` and the metrics up to `epoch`: on resume, the files then
+        end exactly where the checkpoint does."""
+        self._truncate(self.iterations, ITERATIONS_HEADER, lambda r: int(r["step"]) <= step)
+        self._truncate(self.metrics, METRICS_HEADER, lambda r: int(r["epoch"]) <= epoch)
+
+    def _truncate(self, path, header, keep):
+        if not path.exists():
+            return
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if keep(r)]
+        write_csv(path, header, [[r[h] for h in header] for r in rows])
+
+    def read_metrics(self) -> list[dict]:
+        return _read_numeric_csv(self.metrics)
+
+    def read_iterations(self) -> list[dict]:
+        return _read_numeric_csv(self.iterations)
+
+    # ---- results
+
+    def write_json(self, path: Path, data):
+        atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+    def read_json(self, path: Path):
+        """The JSON file's content, or None when it does not exist; a damaged file is a one-line error."""
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CnnlabError(f"{path} is not valid JSON: delete it and run the command that writes it again") from None
+
+    def write_summary(self, summary: dict):
+        self.write_json(self.summary, summary)
+
+    def read_summary(self) -> dict | None:
+        return self.read_json(self.summary)
+
+    def finished(self) -> bool:
+        return self.summary.exists()
+
+    def write_evaluation(self, split: str, result: dict, classes):
+        js, per_class, confusion = self.evaluation_files(split)
+        self.write_json(js, result)
+        write_csv(per_class, ["class", "name", "accuracy", "count"],
+                  [[i, c, f"{a:.6f}", sum(result["confusion"][i])] for i, (c, a) in
+                   enumerate(zip(classes, result["per_class_accuracy"]))])
+        write_csv(confusion, ["true\\predicted"] + list(classes),
+                  [[c] + row for c, row in zip(classes, result["confusion"])])
+        return js, per_class, confusion
+
+    def write_predictions(self, labels, out=None) -> Path:
+        out = Path(out) if out else self.predictions
+        write_csv(out, ["id", "label"], list(enumerate(labels)))
+        return out
+
+    def write_score(self, result: dict):
+        self.write_json(self.score, result)
+
+    def write_bench(self, rows: list[dict], columns):
+        write_csv(self.bench_csv, columns, [[r.get(c, "") for c in columns] for r in rows])
+        self.write_json(self.bench_json, rows)
+
+
+def _read_numeric_csv(path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in r.items() if v not in (None, "")} for r in csv.DictReader(f)]
+
+
+@dataclass
+class LoadedRun:
+    """A trained run, loaded: its config, its model (eval mode, CPU), the data meta and the checkpoint.
+
+    `split("test")` loads the dataset the run trained on (the same seeded validation split and
+    subset) and gives one of its splits; the dataset is loaded once per LoadedRun."""
+
+    run_dir: Path
+    config: TrainConfig
+    model: torch.nn.Module
+    data: dict  # classes, mean, std, shape, num_classes
+    checkpoint: dict
+    which: str = "best"
+    _dataset: object = field(default=None, repr=False)
+
+    @property
+    def dir(self) -> RunDir:
+        return RunDir(self.run_dir)
+
+    @property
+    def loss_name(self) -> str:
+        return self.config.loss or getattr(self.model, "loss_name", "softmax")
+
+    def dataset(self, data_dir=None):
+        if self._dataset is None:
+            from cnnlab.data import load_dataset
+
+            cfg = self.config
+            self._dataset = load_dataset(cfg.dataset, data_dir or cfg.data_dir, cfg.val_size, cfg.seed, cfg.subset)
+        return self._dataset
+
+    def split(self, name: str = "test", data_dir=None):
+        if name not in SPLITS:
+            raise CnnlabError(f"unknown split '{name}': choose {', '.join(SPLITS)}")
+        return getattr(self.dataset(data_dir), name)
+
+    def loader(self, name: str = "test", batch_size: int = 1000, device="cpu", data_dir=None):
+        """A BatchLoader over one split, normalised as in training, in dataset order."""
+        from cnnlab.data.loader import BatchLoader
+
+        d = self.data
+        return BatchLoader(self.split(name, data_dir), batch_size, d["mean"], d["std"], device=device)
+
+
+def load_run(run_dir, which: str = "best") -> LoadedRun:
+    """A trained run with its `best` (validation) or `last` weights; `best` falls back to `last`."""
+    run = RunDir(run_dir).check()
+    path = run.checkpoint(which)
+    if which == "best" and not path.exists():
+        path = run.last
+    ckpt = load_checkpoint(path)
+    return LoadedRun(run.path, TrainConfig.from_dict(ckpt["config"]), build_model_from_checkpoint(ckpt), ckpt["data"],
+                     ckpt, which)

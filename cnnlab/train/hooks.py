@@ -1,0 +1,145 @@
+"""Trainer hooks: behaviour that plugs into the training loop without editing it.
+
+A hook subclasses `Hook` and overrides what it needs; the trainer calls, in list order:
+
+    on_start(t)                    the run is open (new or resumed), before the first step
+    on_step(t, loss, n)            after each training step (n images); keep it cheap: it runs every step
+    on_epoch_end(t, row)           after the epoch's validation; `row` is its metrics.csv row as a dict
+    on_checkpoint(t, path, which)  after checkpoints/<which>.pt ("last" or "best") was written
+    on_end(t, summary)             after the test evaluation; may add keys to `summary` before it is written
+
+`t` is the `Trainer` (cnnlab.train.loop): `t.config`, `t.engine`, `t.data`, `t.run` (the RunDir),
+`t.progress` (a `Progress`), `t.improved` (this epoch beat the best validation accuracy),
+`t.train_seconds()`, `t.log(line)`, `t.stop(reason, now=False)` (finish the run after this
+epoch, or with now=True end the epoch at once) and `t.save(which)`.
+
+A hook with a `name` keeps state across an interruption: `state_dict()` is saved in every
+checkpoint under that name and given back to `load_state_dict()` on resume, so a resumed run
+behaves as one never stopped. `model_state = True` marks state that belongs with the weights
+(the weight average): it is also restored with the best weights for the test evaluation.
+
+The built-in hooks below are the trainer's own features; `default_hooks(config)` lists them in
+the order they run. The `Checkpointer` always runs last, so what it saves includes every other
+hook's work for that step or epoch.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class Hook:
+    name: str | None = None
+    model_state = False
+
+    def on_start(self, t): ...
+
+    def on_step(self, t, loss: float, n: int): ...
+
+    def on_epoch_end(self, t, row: dict): ...
+
+    def on_checkpoint(self, t, path, which: str): ...
+
+    def on_end(self, t, summary: dict): ...
+
+    def state_dict(self):
+        return None
+
+    def load_state_dict(self, state): ...
+
+
+class WeightAverage(Hook):
+    """An exponential moving average of the weights (`--ema DECAY`), evaluated and saved instead of
+    the trained weights (cnnlab.train.ema.ModelEMA)."""
+
+    name = "ema"
+    model_state = True
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.ema = None
+
+    def on_start(self, t):
+        from cnnlab.train.ema import ModelEMA
+
+        if self.ema is None:
+            self.ema = ModelEMA(t.engine.model, self.decay)
+        t.engine.eval_module = self.ema.module
+
+    def on_step(self, t, loss, n):
+        self.ema.update(t.engine.model)
+
+    def state_dict(self):
+        return self.ema.state_dict()
+
+    def load_state_dict(self, state):
+        self.ema.load_state_dict(state)
+
+
+class TimeBudget(Hook):
+    """`--max-seconds`: end the run once this much training time is spent, mid-epoch if need be
+    (the partial epoch is validated and counted)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_step(self, t, loss, n):
+        if t.train_seconds() >= self.seconds:
+            t.stop(f"time budget of {self.seconds:g} s spent, in epoch {t.progress.epoch + 1}", now=True)
+
+
+class EarlyStop(Hook):
+    """`--early-stop PATIENCE`: finish once validation accuracy has not improved for PATIENCE epochs."""
+
+    name = "early_stop"
+
+    def __init__(self, patience: int):
+        self.patience, self.bad_epochs = patience, 0
+
+    def on_epoch_end(self, t, row):
+        self.bad_epochs = 0 if t.improved else self.bad_epochs + 1
+        if self.bad_epochs >= self.patience:
+            t.stop(f"early stop: validation accuracy has not improved for {self.patience} epochs")
+
+    def state_dict(self):
+        return {"bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state):
+        self.bad_epochs = int(state["bad_epochs"])
+
+
+class Checkpointer(Hook):
+    """checkpoints/last.pt mid-epoch (every `save_every_steps` steps, else every `seconds` of wall
+    time) and at each epoch's end; checkpoints/best.pt when validation accuracy improved."""
+
+    def __init__(self, every_steps: int | None = None, seconds: float = 60.0):
+        self.every_steps, self.seconds = every_steps, seconds
+        self.last_save = time.monotonic()
+
+    def on_step(self, t, loss, n):
+        p = t.progress
+        if t.stopping or p.batch >= t.steps_per_epoch:  # the epoch's end saves it
+            return
+        due = p.step % self.every_steps == 0 if self.every_steps else time.monotonic() - self.last_save > self.seconds
+        if due:
+            t.save("last")
+
+    def on_epoch_end(self, t, row):
+        if t.improved:
+            t.save("best")
+        t.save("last")
+
+    def on_checkpoint(self, t, path, which):
+        self.last_save = time.monotonic()
+
+
+def default_hooks(config) -> list[Hook]:
+    """The built-in hooks a config asks for, in running order, without the Checkpointer."""
+    hooks = []
+    if config.ema:
+        hooks.append(WeightAverage(config.ema))
+    if config.max_seconds:
+        hooks.append(TimeBudget(config.max_seconds))
+    if config.early_stop is not None:
+        hooks.append(EarlyStop(config.early_stop))
+    return hooks
