@@ -8,6 +8,19 @@ Names: mnist, fashion-mnist, cifar10, cifar100, imagefolder:PATH, synthetic[:key
 The data directory is `data_dir`, else $CNNLAB_DATA_DIR, else ~/.cache/cnnlab/data; it is only
 read (and, for a missing dataset, downloaded into). Decoded arrays go to the cache directory
 ($CNNLAB_CACHE_DIR, else ~/.cache/cnnlab/decoded), so the next load is a plain array read.
+
+The readers (cnnlab.data.formats) refuse malformed files with a one-line DataError: counts that
+differ, labels outside 0..classes-1, files that are not what they claim to be.
+
+The cache does not trust its own files: an entry (one folder per dataset and source fingerprint) is
+written into a temporary folder and renamed into place, so it appears complete or not at all, and
+its meta.json records a CRC-32 of every array and of the metadata. Each load checks them (0.08 s
+for CIFAR-10's 60,000 images); an entry that cannot be read, fails a checksum or predates checksums
+is reported in one warning line and rebuilt from the source files in the same call. Labels are
+checked against the class count on every load too: a verified entry holding an out-of-range label
+is a DataError naming the cache file and split (the entry is removed, so the next load decodes the
+sources again).
+Warnings go through `_warn`: one stderr line, `cnnlab: warning: ...`.
 """
 
 from __future__ import annotations
@@ -18,6 +31,8 @@ import os
 import shutil
 import sys
 import tempfile
+import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,39 +145,120 @@ def _verify_local(name, paths):
 def _decode(name, paths, root):
     if name in ("mnist", "fashion-mnist"):
         f = dict(zip(IDX_FILES, paths))
-        tx, ty = formats.read_idx_pair(f[IDX_FILES[0]], f[IDX_FILES[1]])
-        ex, ey = formats.read_idx_pair(f[IDX_FILES[2]], f[IDX_FILES[3]])
-        return tx, ty, ex, ey, list(MNIST_CLASSES if name == "mnist" else FASHION_CLASSES)
+        classes = list(MNIST_CLASSES if name == "mnist" else FASHION_CLASSES)
+        tx, ty = formats.read_idx_pair(f[IDX_FILES[0]], f[IDX_FILES[1]], len(classes))
+        ex, ey = formats.read_idx_pair(f[IDX_FILES[2]], f[IDX_FILES[3]], len(classes))
+        return tx, ty, ex, ey, classes
     if name in CIFAR_DIRS:
         return formats.read_cifar(paths[0], name)
-    return formats.read_image_folder(root)
+    return formats.read_image_folder(root, warn=_warn)
+
+
+CACHE_FORMAT = 2  # 2: meta.json holds "checksums"
+_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
+_META_KEYS = ("classes", "mean", "std", "sources")
+
+
+def _checksum(a: np.ndarray) -> str:
+    """CRC-32 of an array's dtype, shape and bytes. Measured on the 2-core development machine:
+    checksumming CIFAR-10's four arrays (60,000 images, 185 MB) takes 0.08 s (zlib.crc32; blake2b took
+    0.18 s, sha1 0.12 s), so a cached load_dataset("cifar10") went from 0.12 s to 0.21 s. It guards
+    against accidental damage, not tampering: whoever can edit the arrays can edit meta.json."""
+    a = np.ascontiguousarray(a)
+    crc = zlib.crc32(f"{a.dtype.str}{a.shape}".encode())
+    return f"crc32:{zlib.crc32(a.reshape(-1).view(np.uint8), crc):08x}"
+
+
+def _meta_checksum(meta: dict) -> str:
+    blob = json.dumps({k: meta.get(k) for k in _META_KEYS}, sort_keys=True).encode()
+    return f"crc32:{zlib.crc32(blob):08x}"
+
+
+def _read_entry(entry: Path):
+    """(arrays, meta, None) from a verified cache entry, else (None, None, why it cannot be trusted)."""
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        arrays = {k: np.load(entry / f"{k}.npy", allow_pickle=False) for k in _ARRAYS}
+    except FileNotFoundError as e:
+        return None, None, f"{Path(e.filename or 'a file').name} is missing"
+    except Exception as e:  # a damaged .npy header or JSON can raise many types; the entry is only a cache
+        return None, None, f"it cannot be read ({type(e).__name__}: {' '.join(str(e).split())})"
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT or not isinstance(meta.get("checksums"), dict):
+        return None, None, "it has no checksums (an older cnnlab wrote it)"
+    sums = meta["checksums"]
+    if _meta_checksum(meta) != sums.get("meta"):
+        return None, None, "meta.json does not match the checksum recorded when it was written"
+    for k in _ARRAYS:
+        if _checksum(arrays[k]) != sums.get(k):
+            return None, None, f"{k}.npy does not match the checksum recorded when it was written"
+    return arrays, meta, None
+
+
+def _write_entry(entry: Path, arrays: dict, meta: dict, replace: bool):
+    """Write a cache entry atomically: a temporary folder renamed into place. An entry already there
+    is kept (another process just wrote it) unless `replace` (it failed verification)."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
+    stale = entry.parent / f".{entry.name}.stale-{uuid.uuid4().hex[:8]}"
+    try:
+        for k, v in arrays.items():
+            np.save(tmp / f"{k}.npy", v)
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        try:
+            os.replace(tmp, entry)
+        except OSError:  # an entry is there
+            if replace:
+                try:
+                    os.replace(entry, stale)
+                    os.replace(tmp, entry)
+                except OSError:  # another process put a fresh entry there first
+                    pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _check_cached(entry: Path, arrays: dict, meta: dict):
+    """Why a verified entry's counts cannot be trusted (None: they can); a DataError for a label
+    outside the class count, naming the cache file and split."""
+    k = len(meta["classes"])
+    for split in ("train", "test"):
+        nx, ny = len(arrays[f"{split}_x"]), len(arrays[f"{split}_y"])
+        if nx != ny:
+            return f"{split}_x.npy holds {nx} images but {split}_y.npy {ny} labels"
+    for split in ("train", "test"):
+        where = f"the decoded cache file {entry / f'{split}_y.npy'} ({split} split)"
+        try:
+            formats.check_labels(arrays[f"{split}_y"], k, where)
+        except DataError as e:
+            shutil.rmtree(entry, ignore_errors=True)
+            raise DataError(f"{e}; the cache entry has been removed, so the next load decodes the source files "
+                            "again") from None
+    return None
 
 
 def _load_cached(key: str, name: str, paths, root):
-    """Decoded arrays from the cache, decoding (and checking checksums) on a miss."""
+    """Decoded arrays from the cache, verified; decoding (and checking checksums) on a miss, and
+    rebuilding an entry that fails verification (see the module docstring)."""
     entry = cache_dir() / f"{name.replace(':', '_').replace('/', '_')}-{key}"
-    if not (entry / "meta.json").exists():
-        _verify_local(name, paths)
-        tx, ty, ex, ey, classes = _decode(name, paths, root)
-        mean, std = _channel_stats(tx)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
-        try:
-            for k, v in dict(train_x=tx, train_y=ty, test_x=ex, test_y=ey).items():
-                np.save(tmp / f"{k}.npy", np.ascontiguousarray(v))
-            (tmp / "meta.json").write_text(json.dumps(dict(classes=classes, mean=mean, std=std, sources=[str(p) for p in paths])))
-            try:
-                os.replace(tmp, entry)
-            except OSError:  # another process filled the cache first
-                pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        meta = json.loads((entry / "meta.json").read_text())
-        arrays = {k: np.load(entry / f"{k}.npy") for k in ("train_x", "train_y", "test_x", "test_y")}
-    except (OSError, ValueError) as e:
-        shutil.rmtree(entry, ignore_errors=True)
-        raise DataError(f"the decoded cache {entry} was damaged ({e}); it has been removed: run again") from None
+    rebuild = entry.exists()
+    if rebuild:
+        arrays, meta, problem = _read_entry(entry)
+        if problem is None:
+            problem = _check_cached(entry, arrays, meta)
+            if problem is None:
+                return arrays, meta
+        _warn(f"the decoded cache {entry} cannot be trusted: {problem}; rebuilding it from "
+              f"{', '.join(map(str, paths))}")
+    _verify_local(name, paths)
+    tx, ty, ex, ey, classes = _decode(name, paths, root)
+    mean, std = _channel_stats(tx)
+    # contiguous and writable, like arrays read back from the cache (an IDX reader's arrays are read-only views)
+    arrays = {k: np.require(v, requirements=("C", "W"))
+              for k, v in dict(train_x=tx, train_y=ty, test_x=ex, test_y=ey).items()}
+    meta = dict(format=CACHE_FORMAT, classes=classes, mean=mean, std=std, sources=[str(p) for p in paths])
+    meta["checksums"] = {"meta": _meta_checksum(meta), **{k: _checksum(v) for k, v in arrays.items()}}
+    _write_entry(entry, arrays, meta, replace=rebuild)
     return arrays, meta
 
 
