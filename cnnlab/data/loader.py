@@ -37,6 +37,13 @@ class BatchLoader:
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255
         self.inv_std = 1 / (torch.tensor(std, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255)
 
+    def warm_up(self):
+        """Start the fused kernel's thread pool now. Numba's first parallel launch resets OpenMP's
+        thread count (measured: torch.get_num_threads() goes from 1 back to 2 on this 2-core
+        machine), so a caller that sets torch's threads does it after this, not before."""
+        if self.fused and len(self.y):
+            fused_batch(self.x[:1], self.ops, torch.Generator().manual_seed(0), self.mean, self.inv_std)
+
     def __len__(self):
         n = len(self.y)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)

@@ -35,18 +35,11 @@ def register_model(name: str, tags: tuple = ()):
     return deco
 
 
-def _load_builtin():
-    # Importing the package registers the built-in models.
-    import cnnlab.models.builtin  # noqa: F401
-
-
 def list_models(tag: str | None = None) -> list[str]:
-    _load_builtin()
     return sorted(n for n in _REGISTRY if tag is None or tag in _TAGS[n])
 
 
 def model_builder(name: str) -> Callable:
-    _load_builtin()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""

@@ -17,6 +17,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.spec import looks_like_spec
+from cnnlab.scratch.backends import check_backend
 from cnnlab.scratch.model import ScratchNet
 from cnnlab.scratch.optim import build_optimizer
 from cnnlab.train.optim import DEFAULT_LR
@@ -53,9 +54,6 @@ def _to_numpy(obj):
     return obj
 
 
-BACKENDS = ("numba", "numpy")
-
-
 class ScratchEngine:
     name = "scratch"
     # What the NumPy engine does not do, with the value each key must keep. It computes on the
@@ -66,7 +64,7 @@ class ScratchEngine:
                  dtype=np.float32):
         self.config = config
         # `backend: numpy` picks the plain NumPy kernels; Numba is the fast default
-        backend = backend or config.backend or "numba"
+        backend = check_backend(backend or config.backend)
         self.net = ScratchNet(spec_of(config), num_classes, tuple(in_shape), dtype, backend, config.seed,
                               config.loss, config.label_smoothing)
         params = self.net.named_params()
@@ -126,8 +124,7 @@ class ScratchEngine:
     @staticmethod
     def check(config):
         """Backend, optimizer and its arguments (on a stand-in parameter), and a model the engine can build."""
-        if (config.backend or "numba") not in BACKENDS:
-            raise CnnlabError(f"unknown backend '{config.backend}' for the scratch engine: choose numba or numpy")
+        check_backend(config.backend)
         if config.device not in ("auto", "cpu"):
             raise CnnlabError(f"the scratch engine computes on the CPU: drop --device {config.device} "
                               "or use --engine torch")

@@ -14,8 +14,8 @@ Elementwise work avoids np.where and masked writes (`copyto(where=)`, boolean in
 random sign pattern they branch per element and run 5-20x slower than the arithmetic used here.
 
 A backend is a namespace with `conv_forward/backward`, `maxpool_forward/backward`,
-`avgpool_forward/backward`; `get_backend("numba")` returns the same functions with the
-loops (im2col, col2im, pooling) compiled by Numba (cnnlab/scratch/numba_kernels.py).
+`avgpool_forward/backward`; `cnnlab.scratch.backends.get_backend("numba")` returns the same
+functions with the loops (im2col, col2im, pooling) compiled by Numba (numba_kernels.py).
 """
 
 from __future__ import annotations
@@ -23,10 +23,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
-
-from cnnlab.errors import CnnlabError
-
-BACKENDS = ("numpy", "numba")
 
 
 def out_size(size: int, k: int, stride: int, pad: int = 0) -> int:
@@ -156,20 +152,10 @@ def avgpool_backward(dout, cache):
 
 conv_forward, conv_backward = make_conv(im2col, col2im)
 
-_numpy = SimpleNamespace(
-    name="numpy", conv_forward=conv_forward, conv_backward=conv_backward,
-    maxpool_forward=maxpool_forward, maxpool_backward=maxpool_backward,
-    avgpool_forward=avgpool_forward, avgpool_backward=avgpool_backward,
-)
-_cache = {"numpy": _numpy}
-
-
-def get_backend(name: str = "numpy") -> SimpleNamespace:
-    name = (name or "numpy").lower()
-    if name not in BACKENDS:
-        raise CnnlabError(f"unknown scratch backend '{name}': choose one of {', '.join(BACKENDS)}")
-    if name not in _cache:
-        from cnnlab.scratch import numba_kernels  # imported on demand: Numba is slow to import
-
-        _cache[name] = numba_kernels.backend()
-    return _cache[name]
+def backend() -> SimpleNamespace:
+    """The NumPy backend (`cnnlab.scratch.backends.get_backend` chooses between backends)."""
+    return SimpleNamespace(
+        name="numpy", conv_forward=conv_forward, conv_backward=conv_backward,
+        maxpool_forward=maxpool_forward, maxpool_backward=maxpool_backward,
+        avgpool_forward=avgpool_forward, avgpool_backward=avgpool_backward,
+    )

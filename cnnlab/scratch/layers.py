@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from cnnlab.errors import CnnlabError
-from cnnlab.scratch.kernels import get_backend
+from cnnlab.scratch.backends import get_backend
 
 
 class Layer:

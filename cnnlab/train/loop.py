@@ -157,8 +157,6 @@ class Trainer:
         from cnnlab.data.loader import BatchLoader
 
         config = self.config
-        if config.threads:
-            torch.set_num_threads(config.threads)
         self.determinism = configure_determinism(config.deterministic)
         self.device = resolve_device(config.device)
         seed_everything(config.seed)
@@ -172,6 +170,9 @@ class Trainer:
         self.loader = BatchLoader(data.train, config.batch_size, data.mean, data.std, shuffle=True, seed=config.seed,
                                   augment=config.augment, device=self.device,
                                   drop_last=len(data.train) >= config.batch_size)
+        self.loader.warm_up()
+        if config.threads:  # after the loader's warm-up, which would undo it (see BatchLoader.warm_up)
+            torch.set_num_threads(config.threads)
         self.steps_per_epoch = len(self.loader)
         self.engine = build_engine(config, data.num_classes, data.shape, self.steps_per_epoch, self.device)
         self.meta = {"classes": data.classes, "mean": list(data.mean), "std": list(data.std),

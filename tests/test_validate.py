@@ -1,0 +1,134 @@
+"""One validation for every entry point: flags, --config, --set, study files and the Python API.
+
+Each bad value gives one line naming the key, exit code 2, and writes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from cnnlab.cli import main
+from cnnlab.config import TrainConfig
+from cnnlab.errors import CnnlabError
+from cnnlab.train.loop import train
+from cnnlab.train.validate import validate
+
+SYN = "synthetic:shape=1x8x8,classes=3,train=120,test=30"
+BASE = ["train", "--dataset", SYN, "--model", "c4k3-relu-p2-fc8", "--epochs", "1", "--quiet", "--device", "cpu"]
+
+CASES = [  # extra CLI arguments, words the one line must contain
+    (["--set", "epochs=abc"], "'epochs' in --set/--config must be int, got 'abc'"),
+    (["--set", "epochs=1.5"], "'epochs' in --set/--config must be int, got 1.5"),
+    (["--set", "lr=fast"], "'lr' in --set/--config must be float or null"),
+    (["--set", "tta=3"], "'tta' in --set/--config must be bool"),
+    (["--set", "epoch=3"], "unknown key 'epoch' (did you mean 'epochs'?)"),
+    (["--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
+    (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+    (["--batch-size", "-4"], "--batch-size must be at least 1"),
+    (["--lr", "inf"], "--lr must be a positive finite number, got inf"),
+    (["--lr", "nan"], "--lr must be a positive finite number, got nan"),
+    (["--lr", "0"], "--lr must be a positive finite number"),
+    (["--momentum", "-1"], "--momentum must be in [0, 1), got -1.0"),
+    (["--weight-decay", "-1"], "--weight-decay must be zero or a positive finite number"),
+    (["--grad-clip", "-1"], "--grad-clip must be a positive finite gradient norm"),
+    (["--grad-clip", "0"], "--grad-clip must be a positive finite gradient norm"),
+    (["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1)"),
+    (["--ema", "1.0"], "--ema must be a decay in (0, 1)"),
+    (["--subset", "0"], "--subset must be at least 1 image"),
+    (["--seed", "-1"], "--seed must be a non-negative integer"),
+    (["--max-seconds", "-5"], "--max-seconds must be a positive number of seconds"),
+    (["--precision", "fp8"], "unknown precision 'fp8'"),
+    (["--precision", "fp16", "--device", "cpu"], "fp16 training needs a CUDA device"),
+    (["--device", "gpu"], "unknown device 'gpu'"),
+    (["--optimizer", "adamm"], "unknown optimizer 'adamm'"),
+    (["--schedule", "cosinus"], "unknown schedule 'cosinus'"),
+    (["--loss", "hinge"], "unknown loss 'hinge'"),
+    (["--engine", "jax"], "unknown engine 'jax'"),
+    (["--dataset", "cifar-10"], "unknown dataset 'cifar-10' (did you mean 'cifar10'?)"),
+    (["--model", "lenet5", "--set", "model_args={widht: 2}"], "model 'lenet5' has no option 'widht'"),
+    (["--backend", "numpy"], "the torch engine does not support --backend"),
+    (["--engine", "scratch", "--ema", "0.9"], "the scratch engine does not support --ema"),
+    (["--engine", "scratch", "--tta"], "the scratch engine does not support --tta"),
+    (["--engine", "scratch", "--precision", "bf16"], "the scratch engine does not support --precision"),
+    (["--engine", "scratch", "--channels-last"], "the scratch engine does not support --channels-last"),
+    (["--engine", "scratch", "--compile"], "the scratch engine does not support --compile"),
+    (["--engine", "scratch", "--device", "cuda"], "the scratch engine computes on the CPU"),
+    (["--engine", "scratch", "--backend", "cupy"], "unknown scratch backend 'cupy'"),
+    (["--engine", "scratch", "--set", "optimizer_args={lookahead_k: 5}"], "has no option 'lookahead_k'"),
+]
+
+
+@pytest.mark.parametrize("extra, message", CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_values_are_one_line_exit_2_nothing_written(tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    code = main(BASE + ["--out", str(out)] + extra) if "--device" not in extra else \
+        main([a for a in BASE if a not in ("--device", "cpu")] + ["--out", str(out)] + extra)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("cnnlab: error: ")
+    assert not out.exists()
+
+
+def test_a_config_file_is_checked_the_same_way(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: many\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "run")]) == 2
+    assert f"'epochs' in {bad} must be int, got 'many'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_python_api_is_checked_the_same_way(tmp_path):
+    with pytest.raises(CnnlabError, match="'epochs' in config must be int, got 'abc'"):
+        train(TrainConfig(dataset=SYN, epochs="abc", out=str(tmp_path / "a")), quiet=True)
+    with pytest.raises(CnnlabError, match="--grad-clip must be a positive finite"):
+        train(TrainConfig(dataset=SYN, grad_clip=-1.0, out=str(tmp_path / "b")), quiet=True)
+    with pytest.raises(CnnlabError, match="the scratch engine does not support --ema"):
+        validate(TrainConfig(dataset=SYN, engine="scratch", model="c4k3-fc3", ema=0.99))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_study_file_is_checked_the_same_way(tmp_path):
+    from cnnlab.workflows.study import load_study
+
+    study = tmp_path / "s.yaml"
+    study.write_text(f"base: {{dataset: '{SYN}', engine: scratch, model: c4k3-relu-fc3, epochs: 1}}\n"
+                     "experiments:\n  momentum: {optimizer: momentum, momentum: 0.8}\n  ema: {ema: 0.9}\n")
+    with pytest.raises(CnnlabError, match=r"line 4: experiment 'ema': the scratch engine does not support --ema"):
+        load_study(study, out=tmp_path / "out")
+    study.write_text(f"base: {{dataset: '{SYN}', engine: scratch, model: c4k3-relu-fc3, epochs: 1}}\n"
+                     "experiments:\n  momentum: {optimizer: momentum, momentum: 0.8}\n  plain: {lr: 1}\n")
+    assert len(load_study(study, out=tmp_path / "out").runs) == 2  # momentum is fine for the NumPy engine
+
+
+def test_momentum_and_nesterov_mean_the_same_in_both_engines(tmp_path):
+    for engine in ("torch", "scratch"):
+        for opt in ("momentum", "nesterov", "sgd"):
+            validate(TrainConfig(dataset=SYN, engine=engine, model="c4k3-fc3", optimizer=opt))
+
+
+def test_a_one_token_spec_is_a_spec(tmp_path, capsys):
+    validate(TrainConfig(dataset=SYN, model="c16k3"))
+    validate(TrainConfig(dataset=SYN, model="fc120"))
+    assert main(BASE + ["--model", "c16k3x", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown model 'c16k3x'" in capsys.readouterr().err
+
+
+def test_a_subset_larger_than_the_data_is_named(tmp_path, capsys):
+    assert main(BASE + ["--subset", "5000", "--out", str(tmp_path / "r")]) == 2
+    assert "--subset 5000 is larger than the" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_backend_moved_out_of_model_args_for_old_configs():
+    c = TrainConfig.from_dict({"engine": "scratch", "model": "c4k3-fc3", "model_args": {"backend": "numpy"}})
+    assert c.backend == "numpy" and c.model_args == {}
+    validate(TrainConfig(dataset=SYN, **{k: v for k, v in c.to_dict().items() if k != "dataset"}))
+
+
+def test_an_existing_out_is_refused_before_any_data_is_read(tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "x").write_text("mine")
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err  # not the missing data directory
+    assert (out / "x").read_text() == "mine"
