@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except CnnlabError as e:
-        print(f"cnnlab: error: {e}", file=sys.stderr)
+        # an interruption is not an error: it says where the run stopped and how to go on
+        print(f"cnnlab: {e}" if e.exit_code == 130 else f"cnnlab: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
@@ -66,7 +67,23 @@ def main(argv=None) -> int:
                   "and run again (files already written are intact; a training run continues with --resume)",
                   file=sys.stderr)
             return 2
-        raise
+        print(f"cnnlab: error: {_os_problem(e)}", file=sys.stderr)
+        return 2
+
+
+def _os_problem(e: OSError) -> str:
+    """One line for a file-system error: which file, what went wrong, what to do."""
+    name = e.filename or "a file"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "read-only file system" if e.errno == errno.EROFS else "permission denied"
+        return f"could not write {name}: {why}; choose a folder you can write to (e.g. with --out)"
+    if e.errno == errno.EISDIR:
+        return f"{name} is a directory: give a file name"
+    if e.errno == errno.ENOTDIR:
+        return f"could not use {name}: a part of that path is a file, not a folder"
+    if e.errno == errno.ENOENT:
+        return f"{name} does not exist"
+    return f"could not use {name}: {e.strerror or e}"
 
 
 if __name__ == "__main__":

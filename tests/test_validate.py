@@ -13,7 +13,7 @@ from cnnlab.train.loop import train
 from cnnlab.train.validate import validate
 
 SYN = "synthetic:shape=1x8x8,classes=3,train=120,test=30"
-BASE = ["train", "--dataset", SYN, "--model", "c4k3-relu-p2-fc8", "--epochs", "1", "--quiet", "--device", "cpu"]
+BASE = ["train", "--dataset", SYN, "--model", "c4k3-relu-p2-fc3", "--epochs", "1", "--quiet", "--device", "cpu"]
 
 CASES = [  # extra CLI arguments, words the one line must contain
     (["--set", "epochs=abc"], "'epochs' in --set/--config must be int, got 'abc'"),
@@ -108,7 +108,7 @@ def test_momentum_and_nesterov_mean_the_same_in_both_engines(tmp_path):
 
 def test_a_one_token_spec_is_a_spec(tmp_path, capsys):
     validate(TrainConfig(dataset=SYN, model="c16k3"))
-    validate(TrainConfig(dataset=SYN, model="fc120"))
+    validate(TrainConfig(dataset=SYN, model="fc3"))
     assert main(BASE + ["--model", "c16k3x", "--out", str(tmp_path / "r")]) == 2
     assert "unknown model 'c16k3x'" in capsys.readouterr().err
 
@@ -132,3 +132,24 @@ def test_an_existing_out_is_refused_before_any_data_is_read(tmp_path, capsys):
     assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err  # not the missing data directory
     assert (out / "x").read_text() == "mine"
+
+
+def test_a_huge_repeat_is_refused_at_once(tmp_path, capsys):
+    assert main(BASE + ["--model", "[c8k3-relu]x100000000", "--out", str(tmp_path / "r")]) == 2
+    assert "repeats to 200,000,000 layers; a spec may have at most 10,000" in capsys.readouterr().err
+
+
+def test_a_spec_too_big_for_memory_is_refused_before_it_is_built(tmp_path, capsys, monkeypatch):
+    import cnnlab.train.validate as v
+
+    monkeypatch.setattr(v, "available_memory", lambda: 8 * 2**30)
+    assert main(["train", "--dataset", "synthetic", "--model", "c4096k3-c4096k3-fc100000-fc10", "--device", "cpu",
+                 "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "needs about" in err and "GiB to train" in err and "8.0 GiB available" in err
+    from cnnlab.models import create_model
+    from cnnlab.models.spec import parse_spec, resolve, spec_size
+
+    spec = "c6k5p0-relu-p2-c16k5g2-bn-relu-p2-dwk3-fc120-relu-fc10"
+    params, _ = spec_size(resolve(parse_spec(spec), (3, 32, 32), 10))
+    assert params == sum(p.numel() for p in create_model(spec, 10, 3, 32).parameters())

@@ -25,11 +25,15 @@ def run(args) -> int:
     devices = [d.strip().lower() for d in args.devices.split(",") if d.strip()]
     if not devices:
         raise CnnlabError("--devices is empty: give e.g. cpu,cuda")
-    rows = bench_run(args.run_dir, devices, args.batch_size, args.train)
+    from cnnlab.rundir import RunDir
+    from cnnlab.workflows.bench import COLUMNS
+
+    rows = bench_run(args.run_dir, devices, args.batch_size, args.train, write=False)
     if args.json:
         print_json(rows)
     else:
-        print(format_bench(rows))
+        print(format_bench(rows), flush=True)
+    RunDir(args.run_dir).write_bench(rows, COLUMNS)  # after printing: a read-only run still shows its figures
     return 0
 
 

@@ -17,6 +17,7 @@ def add_json_flag(parser):
 def print_json(data):
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+    sys.stdout.flush()
 
 
 def format_table(header, rows) -> str:

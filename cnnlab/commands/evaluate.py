@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from cnnlab.commands.common import add_json_flag, format_table, print_json
 
 
@@ -20,11 +22,16 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    from cnnlab.rundir import RunDir
     from cnnlab.workflows.evaluate import evaluate_run
 
-    result = evaluate_run(args.run_dir, args.split, args.checkpoint, args.data_dir, args.device)
+    # figures first, files second: a read-only run directory still shows the result
+    result = evaluate_run(args.run_dir, args.split, args.checkpoint, args.data_dir, args.device, write=False)
+    run = RunDir(args.run_dir)
+    result["files"] = [str(p) for p in run.evaluation_files(args.split)]
     if args.json:
         print_json(result)
+        run.write_evaluation(args.split, result, result["classes"])
         return 0
     classes = result["classes"]
     print(f"{args.split} accuracy {100 * result['accuracy']:.2f}%  loss {result['loss']:.4f}  "
@@ -32,5 +39,7 @@ def run(args) -> int:
     print(format_table(["class", "accuracy", "images"],
                        [[c, f"{100 * a:.2f}%", sum(r)] for c, a, r in
                         zip(classes, result["per_class_accuracy"], result["confusion"])]))
+    sys.stdout.flush()
+    run.write_evaluation(args.split, result, classes)
     print(f"wrote {', '.join(result['files'])}")
     return 0

@@ -25,8 +25,13 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    from pathlib import Path
+
+    from cnnlab.errors import CnnlabError
     from cnnlab.workflows.evaluate import predict_run
 
+    if args.out and Path(args.out).is_dir():
+        raise CnnlabError(f"--out {args.out} is a directory: give the name of a CSV file to write")
     info = predict_run(args.run_dir, args.split, args.checkpoint, args.out, args.names, args.data_dir, args.device)
     if args.json:
         print_json(info)

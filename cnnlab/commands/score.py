@@ -23,11 +23,14 @@ def run(args) -> int:
     from cnnlab.workflows.score import score_run
 
     arch = Accelerator.load(args.arch) if args.arch else DEFAULT_ACCELERATOR
-    result = score_run(args.run_dir, arch, parse_bytes(args.max_activation))
+    from cnnlab.rundir import RunDir
+
+    result = score_run(args.run_dir, arch, parse_bytes(args.max_activation), write=False)
     if args.json:
         print_json(result)
     else:
-        print(format_score(result))
+        print(format_score(result), flush=True)
+    RunDir(args.run_dir).write_score(result)  # after printing: a read-only run still shows its score
     return 0
 
 

@@ -58,7 +58,8 @@ def add_parser(sub):
     p.add_argument("--config", metavar="FILE", help="a YAML file of TrainConfig keys (e.g. a run's config.yaml)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override any config key, values in YAML: --set schedule_args='{step_epochs: 2}'")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped "
+                   "(with --lr or --grad-clip: from there with that value, e.g. after the loss became NaN)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no epoch table on stdout")
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -96,10 +97,15 @@ def run(args) -> int:
     from cnnlab.train.loop import train
 
     if args.resume:
-        given = [f for f in FLAGS if getattr(args, FLAGS[f][0]) is not None] + (["--config"] if args.config else [])
+        may_change = {"--lr", "--grad-clip"}
+        given = [f for f in FLAGS if getattr(args, FLAGS[f][0]) is not None and f not in may_change]
+        given += [f"--{f.replace('_', '-')}" for f in ("nesterov", "tta", "channels_last", "compile", "deterministic")
+                  if getattr(args, f)] + (["--config"] if args.config else [])
         if given or args.set:
-            raise CnnlabError(f"--resume continues a run with its own config; drop {', '.join(given) or '--set'}")
-        summary = train(None, resume=args.resume, quiet=args.quiet or args.json)
+            raise CnnlabError(f"--resume continues a run with its own config (only --lr and --grad-clip may change); "
+                              f"drop {', '.join(given) or '--set'}")
+        overrides = {FLAGS[f][0]: getattr(args, FLAGS[f][0]) for f in may_change if getattr(args, FLAGS[f][0]) is not None}
+        summary = train(None, resume=args.resume, quiet=args.quiet or args.json, overrides=overrides)
     else:
         summary = train(config_from_args(args), quiet=args.quiet or args.json)
     if args.json:

@@ -125,6 +125,9 @@ def _split_top(s: str) -> list[str]:
     return parts
 
 
+MAX_LAYERS = 10_000  # a spec expanding past this is a typo in a repeat count, not a network
+
+
 def _expand(s: str) -> list[str]:
     out = []
     for part in _split_top(s):
@@ -138,7 +141,11 @@ def _expand(s: str) -> list[str]:
             n = int(m.group(2))
             if n < 1:
                 raise SpecError(f"bad group '{part}': repeat count must be at least 1")
-            out.extend(_expand(m.group(1)) * n)
+            inner = _expand(m.group(1))
+            if len(out) + len(inner) * n > MAX_LAYERS:
+                raise SpecError(f"bad group '{part[:40]}{'...' if len(part) > 40 else ''}': it repeats to "
+                                f"{len(inner) * n:,} layers; a spec may have at most {MAX_LAYERS:,}")
+            out.extend(inner * n)
         else:
             out.append(part)
     return out
@@ -229,6 +236,21 @@ def resolve(spec: Spec, in_shape: tuple, num_classes: int) -> list[tuple[Layer, 
         out.append((Layer(layer.kind, args, layer.token), shape, new))
         shape = new
     return out
+
+
+def spec_size(resolved) -> tuple[int, int]:
+    """(parameters, largest activation in elements per image) of a resolved spec, without building it."""
+    params, largest = 0, 0
+    for layer, in_shape, out_shape in resolved:
+        a = layer.args
+        if layer.kind == "conv":
+            params += a["out"] * (a["in"] // a["groups"]) * a["k"] * a["k"] + a["out"]
+        elif layer.kind == "fc":
+            params += a["in"] * a["out"] + a["out"]
+        elif layer.kind == "bn":
+            params += 2 * a["features"]
+        largest = max(largest, _prod(in_shape), _prod(out_shape))
+    return params, largest
 
 
 def _prod(shape):

@@ -82,6 +82,10 @@ class ScratchEngine:
     def lr(self) -> float:
         return self.base_lr * self.factor(self.step)
 
+    def set_base_lr(self, lr: float):
+        """A new base learning rate for the rest of the run (a resume with --lr)."""
+        self.base_lr = float(lr)
+
     def train_step(self, x, y):
         self.net.train()
         y = _to_numpy(y)

@@ -124,31 +124,51 @@ class _Signals:
             signal.signal(s, h)
 
 
-def _open_resume(path) -> tuple[RunDir, dict | None, TrainConfig]:
+# What a resume may change; anything else would make the run a different run.
+RESUME_OVERRIDES = ("lr", "grad_clip")
+
+
+def _open_resume(path, overrides: dict) -> tuple[RunDir, dict | None, TrainConfig, dict]:
     """The run to continue, its newest complete checkpoint (None: it died before its first one)
-    and its config."""
+    and its config with `overrides` (a new --lr or --grad-clip) applied, and the values they replaced."""
     run = RunDir(path).check()
-    ckpt_path = run.last if run.last.exists() else run.best if run.best.exists() else None
-    if ckpt_path is None:
-        return run, None, TrainConfig.load(run.config)
-    ckpt = load_checkpoint(ckpt_path)
-    if ckpt["progress"].get("done") and run.finished():
+    ckpt_path, ckpt, warnings = run.newest_checkpoint()
+    for w in warnings:
+        _warn(w)
+    if ckpt is not None and ckpt["progress"].get("done") and run.finished():
         raise CnnlabError(f"the run in {run.path} already finished: evaluate it with `cnnlab evaluate {run.path}`")
-    return run, ckpt, TrainConfig.from_dict(ckpt["config"], where=str(run.config))
+    if ckpt is not None and ckpt_path == run.best and run.last.exists():
+        _warn(f"continuing from {run.best}, the newest complete state of the run")
+    config = TrainConfig.from_dict(ckpt["config"], where=str(run.config)) if ckpt else TrainConfig.load(run.config)
+    bad = sorted(set(overrides) - set(RESUME_OVERRIDES))
+    if bad:
+        raise CnnlabError(f"a resumed run keeps its config; only {' and '.join(RESUME_OVERRIDES)} may change, not {bad[0]}")
+    replaced = {key: getattr(config, key) for key in overrides}
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return run, ckpt, config, replaced
+
+
+def _warn(msg):
+    import sys
+
+    print(f"cnnlab: warning: {msg}", file=sys.stderr)
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig | None, resume=None, quiet=False, hooks=()):
-        self.run, self.ckpt = None, None
+    def __init__(self, config: TrainConfig | None, resume=None, quiet=False, hooks=(), overrides=None):
+        self.run, self.ckpt, self.overrides = None, None, dict(overrides or {})
         if resume is not None:
-            self.run, self.ckpt, config = _open_resume(resume)
+            self.run, self.ckpt, config, self.replaced = _open_resume(resume, self.overrides)
+        elif self.overrides:
+            raise CnnlabError("overrides are for a resumed run: put the values in the config instead")
         self.config = validate(config, new_run=resume is None)
         self.quiet = quiet
         self.extra_hooks = list(hooks)
         for h in self.extra_hooks:
             if not isinstance(h, Hook):
                 raise CnnlabError(f"hooks must be cnnlab.train.hooks.Hook instances, got {type(h).__name__}")
-        self.improved, self.stopping, self._rows = False, False, []
+        self.improved, self.stopping, self._rows, self._contexts = False, False, [], []
 
     # ---- phase 1: open ------------------------------------------------------------------
 
@@ -157,6 +177,11 @@ class Trainer:
         from cnnlab.data.loader import BatchLoader
 
         config = self.config
+        if self.run is not None:  # a resumed run: one trainer at a time
+            self._enter(self.run.lock())
+        if config.dataset.lower().startswith("imagefolder:") and self.ckpt is None:
+            # stored absolute, so the run can be evaluated from any folder
+            config.dataset = "imagefolder:" + str(Path(config.dataset.split(":", 1)[1]).expanduser().resolve())
         self.determinism = configure_determinism(config.deterministic)
         self.device = resolve_device(config.device)
         seed_everything(config.seed)
@@ -183,7 +208,11 @@ class Trainer:
             self._start_new()
         else:
             self._restore()
+            self.run.write_config(self.config)  # a changed --lr or --grad-clip is the run's config from here on
         self.table = EpochTable(self.run, quiet=self.quiet)
+        for key, value in self.overrides.items():
+            self.log(f"resumed with {key} = {value} (was {self.replaced[key]}): from here the run differs from an "
+                     "uninterrupted one")
         if self.ckpt is None:
             self.log(f"cnnlab: training {config.model} ({self.param_count():,} parameters) on {config.dataset} "
                      f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test images) "
@@ -194,8 +223,9 @@ class Trainer:
 
     def _start_new(self):
         if self.run is None:  # a new run
-            self.run = RunDir(self.config.out or default_run_dir(self.config))
+            self.run = self._new_run_dir()
             self.config.out = str(self.run.path)
+            self._lock = self._enter(self.run.lock())
         else:  # a resumed run that died before its first checkpoint: start it again in place
             for path in (self.run.metrics, self.run.iterations, self.run.summary):
                 path.unlink(missing_ok=True)
@@ -206,6 +236,28 @@ class Trainer:
         for h in self.hooks:
             h.on_start(self)
 
+    def _new_run_dir(self) -> RunDir:
+        """--out as given (validation made sure it is free), or a default name no other run has:
+        two runs started in the same second get -2, -3, ... (the directory is made exclusively)."""
+        if self.config.out:
+            run = RunDir(self.config.out)
+            run.create()
+            return run
+        base = default_run_dir(self.config)
+        for k in range(1, 1000):
+            run = RunDir(base if k == 1 else f"{base}-{k}")
+            if run.create_new():
+                return run
+        raise CnnlabError(f"could not find a free run directory name next to {base}: give one with --out")
+
+    def _enter(self, context):
+        self._contexts.append(context)
+        return context.__enter__()
+
+    def close(self):
+        while self._contexts:
+            self._contexts.pop().__exit__(None, None, None)
+
     def _restore(self, ckpt=None, model_only=False):
         ckpt = ckpt or self.ckpt
         self.engine.load_state_dict(ckpt["engine_state"])
@@ -213,6 +265,8 @@ class Trainer:
         # checkpoints from before hooks kept these two in other places
         states.setdefault("ema", ckpt["engine_state"].get("ema"))
         states.setdefault("early_stop", {"bad_epochs": ckpt["progress"].get("bad_epochs", 0)})
+        if "lr" in self.overrides and not model_only:
+            self.engine.set_base_lr(self.engine_lr())
         if not model_only:
             set_rng_state(ckpt["rng"])
             self.progress = Progress.from_dict(ckpt["progress"])
@@ -224,6 +278,11 @@ class Trainer:
                 h.load_state_dict(states[h.name])
 
     # ---- helpers for hooks ----------------------------------------------------------------
+
+    def engine_lr(self) -> float:
+        from cnnlab.train.optim import DEFAULT_LR
+
+        return self.config.lr if self.config.lr is not None else DEFAULT_LR[self.config.optimizer.lower()]
 
     def log(self, line: str):
         self.table.message(line)
@@ -271,14 +330,17 @@ class Trainer:
     # ---- phase 2: epochs ------------------------------------------------------------------
 
     def fit(self) -> dict:
-        self.open()
-        self.table.header()
-        self._in_epoch, self._t0 = False, time.perf_counter()
-        with _Signals() as self.signals, StepBar(self.steps_per_epoch, disable=self.quiet) as self.bar:
-            while not self.progress.done and self.progress.epoch < self.config.epochs:
-                self._train_epoch()
-                self._end_epoch()
-        return self.finish()
+        try:
+            self.open()
+            self.table.header()
+            self._in_epoch, self._t0 = False, time.perf_counter()
+            with _Signals() as self.signals, StepBar(self.steps_per_epoch, disable=self.quiet) as self.bar:
+                while not self.progress.done and self.progress.epoch < self.config.epochs:
+                    self._train_epoch()
+                    self._end_epoch()
+            return self.finish()
+        finally:
+            self.close()
 
     def _train_epoch(self):
         p, epoch = self.progress, self.progress.epoch
@@ -299,8 +361,7 @@ class Trainer:
                 break
             if self.signals.stop:
                 self.save("last")
-                raise Interrupted(f"stopped by {self.signals.stop} at epoch {epoch + 1}, batch {p.batch}; "
-                                  f"continue with: cnnlab train --resume {self.run.path}")
+                self._interrupted(f"at epoch {epoch + 1}, batch {p.batch}")
         self.run.append_iterations(self._rows)
         self._rows = []
 
@@ -309,8 +370,10 @@ class Trainer:
         self._rows = []
         p = self.progress
         kept = self.run.last if self.run.last.exists() else None
-        why = (f"the loss became {loss} at step {p.step + 1} (epoch {p.epoch + 1}): lower --lr or add --grad-clip; "
-               + (f"the last good checkpoint is {kept}" if kept else "no checkpoint was written before it"))
+        why = (f"the loss became {loss} at step {p.step + 1} (epoch {p.epoch + 1}): continue with a lower learning "
+               f"rate, e.g. cnnlab train --resume {self.run.path} --lr {self.engine_lr() / 10:g} (or add --grad-clip); "
+               + (f"it goes on from the last good checkpoint, {kept}" if kept else
+                  "no checkpoint was written before it, so the run starts again"))
         self.run.log(f"stopped: {why}")
         raise TrainingDiverged(why)
 
@@ -335,8 +398,12 @@ class Trainer:
         if p.done and p.stop_reason:
             self.log(p.stop_reason)
         if self.signals.stop and not p.done:
-            raise Interrupted(f"stopped by {self.signals.stop} after epoch {p.epoch}; "
-                              f"continue with: cnnlab train --resume {self.run.path}")
+            self._interrupted(f"after epoch {p.epoch}")
+
+    def _interrupted(self, where: str):
+        why = f"stopped by {self.signals.stop} {where}; continue with: cnnlab train --resume {self.run.path}"
+        self.run.log(why)
+        raise Interrupted(why)
 
     # ---- phase 3: finish ------------------------------------------------------------------
 
@@ -368,6 +435,7 @@ class Trainer:
         return summary
 
 
-def train(config: TrainConfig | None, resume=None, quiet=False, hooks=()) -> dict:
-    """Train a new run (or continue `resume`, a run directory) and return its summary."""
-    return Trainer(config, resume=resume, quiet=quiet, hooks=hooks).fit()
+def train(config: TrainConfig | None, resume=None, quiet=False, hooks=(), overrides=None) -> dict:
+    """Train a new run (or continue `resume`, a run directory, optionally with a new lr or
+    grad_clip in `overrides`) and return its summary."""
+    return Trainer(config, resume=resume, quiet=quiet, hooks=hooks, overrides=overrides).fit()

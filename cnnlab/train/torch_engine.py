@@ -90,6 +90,14 @@ class TorchEngine:
     def lr(self):
         return self.optimizer.param_groups[0]["lr"]
 
+    def set_base_lr(self, lr: float):
+        """A new base learning rate for the rest of the run (a resume with --lr): the schedule's
+        curve is kept, scaled to the new base."""
+        self.schedule.base_lrs = [lr for _ in self.optimizer.param_groups]
+        factor = self.schedule.lr_lambdas[0](self.schedule.last_epoch)
+        for g in self.optimizer.param_groups:
+            g["initial_lr"], g["lr"] = lr, lr * factor
+
     def state_dict(self):
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict()}

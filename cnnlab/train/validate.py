@@ -92,8 +92,42 @@ def check_model(config: TrainConfig):
     from cnnlab.models.spec import looks_like_spec, parse_spec
 
     if config.model not in list_models() and looks_like_spec(config.model):
-        parse_spec(config.model)
+        check_spec_memory(config, parse_spec(config.model))
     check_model_options(config.model, config.model_args)  # an unknown name is named here, with suggestions
+
+
+# Bytes a training step holds per parameter (weights, gradient, two optimizer buffers) and per
+# activation element of the largest layer (forward value and gradient, a few live at once).
+_BYTES_PER_PARAM, _BYTES_PER_ACTIVATION = 16, 4 * 2 * 4
+
+
+def available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_spec_memory(config: TrainConfig, spec):
+    """Refuse a spec whose training step cannot fit this machine's memory, before building it."""
+    from cnnlab.data.registry import dataset_input
+    from cnnlab.models.spec import resolve, spec_size
+
+    where = dataset_input(config.dataset)
+    if where is None:  # an image folder: the shape is known only from its files
+        return
+    shape, classes = where
+    params, largest = spec_size(resolve(spec, shape, classes))
+    need = params * _BYTES_PER_PARAM + largest * _BYTES_PER_ACTIVATION * max(config.batch_size, config.eval_batch_size)
+    have = available_memory()
+    if have is not None and need > have:
+        raise CnnlabError(f"model '{config.model}' needs about {need / 2**30:.1f} GiB to train ({params:,} parameters, "
+                          f"batch {config.batch_size}); this machine has {have / 2**30:.1f} GiB available: "
+                          "use fewer or narrower layers, or a smaller --batch-size")
 
 
 def check_engine_support(config: TrainConfig):
