@@ -225,7 +225,10 @@ class Trainer:
         if self.run is None:  # a new run
             self.run = self._new_run_dir()
             self.config.out = str(self.run.path)
-            self._lock = self._enter(self.run.lock())
+            self._enter(self.run.lock())
+            if self.run.config.exists():  # another run took this --out since validation looked
+                raise CnnlabError(f"run directory {self.run.path} already exists: resume it with --resume "
+                                  f"{self.run.path}, or choose another --out")
         else:  # a resumed run that died before its first checkpoint: start it again in place
             for path in (self.run.metrics, self.run.iterations, self.run.summary):
                 path.unlink(missing_ok=True)
