@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 
 def test_study_json(tmp_path, cli):
     study = tmp_path / "s.yaml"
@@ -12,7 +14,8 @@ def test_study_json(tmp_path, cli):
     assert r.returncode == 0, r.stderr
     results = json.loads(r.stdout)
     assert set(results) == {"sgd", "adam"} and results["adam"]["runs"] == 1
-    assert 0 <= results["sgd"]["test_acc"][0] <= 1
+    summary = json.loads((tmp_path / "out" / "runs" / "sgd" / "seed0" / "summary.json").read_text())
+    assert results["sgd"]["test_acc"][0] == pytest.approx(summary["test_acc"]) and summary["test_count"] == 30
     assert "[1/2]" in r.stderr
 
 

@@ -104,24 +104,49 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cli):
             "--quiet", "--out", out)
     assert r.returncode == 3
     assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
-    assert "loss became nan" in r.stderr and "lower --lr" in r.stderr
+    assert "loss became nan" in r.stderr and f"cnnlab train --resume {out} --lr 0.001" in r.stderr
+    assert "stopped: the loss became nan" in (out / "train.log").read_text()
     good = load_checkpoint(out / "checkpoints/last.pt")
     assert good["progress"]["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in good["model_state"].values() if v.is_floating_point())
 
 
 def test_interrupt_saves_and_resume_finishes(tmp_path):
-    out = tmp_path / "int"
-    proc = subprocess.Popen(_train_cmd(out, epochs=2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while not (out / "iterations.csv").exists() and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before the signal arrived")
-    assert proc.returncode == 130 and "cnnlab train --resume" in err
-    r = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--resume", str(out), "--quiet"], capture_output=True, text=True)
-    assert r.returncode == 0 and (out / "summary.json").exists()
+    """SIGINT mid-run saves checkpoints/last.pt where iterations.csv ends, exits 130 with the resume
+    command, and the resumed run finishes every step exactly once. The signal is sent once
+    iterations.csv shows a step well inside epoch 1 (the run saves every 5 steps), so it lands
+    while training; a run that still finished first is retried, and never interrupting fails."""
+    for attempt in range(5):
+        out = tmp_path / f"int{attempt}"
+        proc = subprocess.Popen(_train_cmd(out, epochs=2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        target = 10 + 5 * attempt  # of 60 steps (30 per epoch)
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline:
+            try:
+                n = sum(1 for _ in open(out / "iterations.csv")) - 1
+            except OSError:
+                n = 0
+            if n >= target:
+                proc.send_signal(signal.SIGINT)
+                break
+            time.sleep(0.005)
+        _, err = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            break
+    else:
+        pytest.fail("every run finished before SIGINT arrived: could not interrupt training")
+    assert proc.returncode == 130, err
+    assert "stopped by SIGINT" in err and f"cnnlab train --resume {out}" in err
+    assert not (out / "summary.json").exists()
+    saved = load_checkpoint(out / "checkpoints/last.pt")["progress"]
+    steps = [int(r["step"]) for r in read_csv(out / "iterations.csv")]
+    assert target <= saved["step"] < 60 and steps == list(range(1, saved["step"] + 1))
+    r = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--resume", str(out), "--quiet"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (out / "summary.json").exists()
+    assert [int(r["step"]) for r in read_csv(out / "iterations.csv")] == list(range(1, 61))
+    assert [r["epoch"] for r in read_csv(out / "metrics.csv")] == ["1", "2"]
 
 
 def test_predictions_match_evaluated_accuracy(tmp_path, cli):
@@ -141,9 +166,64 @@ def test_predictions_match_evaluated_accuracy(tmp_path, cli):
     assert (run / "confusion_matrix.csv").exists() and (run / "per_class.csv").exists()
 
 
-def test_early_stop(tmp_path):
-    s = train(cfg(tmp_path / "e", epochs=30, early_stop=1, lr=1e-7), quiet=True)
-    assert s["epochs_run"] < 30
+def test_early_stop(tmp_path, monkeypatch):
+    """`--early-stop P` ends the run exactly P epochs after its best validation epoch, as
+    metrics.csv's val_acc history says (an epoch improves only when it beats every earlier one; a
+    tie does not), says so in summary.json and train.log, and never stops a run that keeps improving
+    within P epochs."""
+
+    def expected(val_accs, patience):  # (the epoch it must stop after or None, the best epoch)
+        best, best_epoch, bad = float("-inf"), None, 0
+        for epoch, acc in enumerate(val_accs, 1):
+            best, best_epoch, bad = (acc, epoch, 0) if acc > best else (best, best_epoch, bad + 1)
+            if bad >= patience:
+                return epoch, best_epoch
+        return None, best_epoch
+
+    def check(run, s, patience, epochs):
+        val = [float(r["val_acc"]) for r in read_csv(run / "metrics.csv")]
+        stop, best_epoch = expected(val, patience)
+        log = (run / "train.log").read_text().splitlines()
+        line = f"early stop: validation accuracy has not improved for {patience} epochs"
+        assert s["epochs_run"] == len(val) and s["best_epoch"] == best_epoch and s["best_val_acc"] == max(val)
+        if stop is None:
+            assert len(val) == epochs and s["stop_reason"] == f"trained {epochs} epochs"
+            assert not any("early stop" in x for x in log)
+        else:
+            assert len(val) == stop == best_epoch + patience  # not one epoch more or less
+            assert s["stop_reason"] == line and line in log
+        return val
+
+    # Real training with a learning rate too small to change a prediction: epoch 1 is never beaten,
+    # so patience 2 stops the run after epoch 3.
+    s = train(cfg(tmp_path / "e", epochs=30, early_stop=2, lr=1e-7), quiet=True)
+    val = check(tmp_path / "e", s, patience=2, epochs=30)
+    assert s["epochs_run"] == 3 and s["best_epoch"] == 1 and len(set(val)) == 1
+
+    # Scripted validation accuracies (the real evaluation's loss is kept): the stop epoch is known.
+    cases = [
+        # best 0.6 at epoch 4, tied at epoch 6: 3 epochs without improving end it after epoch 7
+        ([0.3, 0.5, 0.5, 0.6, 0.55, 0.6, 0.58, 0.9, 0.9, 0.9], 3, 7),
+        # never 3 epochs in a row without improving: it must not stop early
+        ([0.3, 0.3, 0.3, 0.4, 0.4, 0.4, 0.5, 0.5], 3, None),
+        # patience 1: the first epoch that does not improve ends it
+        ([0.3, 0.4, 0.5, 0.5, 0.9], 1, 4),
+    ]
+    evaluate = Trainer.evaluate
+    for i, (script, patience, stops_after) in enumerate(cases):
+        def scripted(self, split, script=script):
+            result = evaluate(self, split)
+            if split is self.data.val:  # the epoch being ended is progress.epoch (0-based)
+                result = {**result, "accuracy": script[self.progress.epoch]}
+            return result
+
+        monkeypatch.setattr(Trainer, "evaluate", scripted)
+        run, epochs = tmp_path / f"scripted{i}", len(script)
+        s = train(cfg(run, dataset="synthetic:shape=3x8x8,classes=4,train=160,test=32", model="c4k3-relu-p2-fc8-relu",
+                      epochs=epochs, early_stop=patience, augment="none"), quiet=True)
+        val = check(run, s, patience, epochs)
+        assert val == script[:stops_after or epochs]  # metrics.csv holds the history the trainer saw
+        assert s["epochs_run"] == (stops_after or epochs)
 
 
 BAD = [

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cnnlab.commands.common import add_json_flag, parse_shape, print_json
 from cnnlab.errors import CnnlabError
+from cnnlab.io import atomic_write_text
 
 
 def add_parser(subparsers):
@@ -44,7 +45,7 @@ def run(args) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         plot_profile(result, out / "profile.png")
-        (out / "profile.json").write_text(json.dumps(result, indent=2))
+        atomic_write_text(out / "profile.json", json.dumps(result, indent=2))
         result["files"] = [str(out / "profile.png"), str(out / "profile.json")]
     if args.json:
         print_json(result)

@@ -22,6 +22,7 @@ import yaml
 
 from cnnlab.cost.accelerator import Accelerator, LayerCost, Problem
 from cnnlab.errors import CnnlabError
+from cnnlab.io import atomic_write_text
 
 
 def problem_yaml(p: Problem) -> str:
@@ -108,6 +109,16 @@ def _cache_dir() -> Path:
     return Path(base) / "cnnlab" / "timeloop"
 
 
+def _read_cache(path: Path) -> tuple[int, float] | None:
+    """(cycles, energy) of a cached mapping, or None when there is none or the entry is unreadable
+    (a damaged entry, e.g. torn by an older version's plain write, is mapped again and replaced)."""
+    try:
+        cycles, energy = json.loads(path.read_text())["result"]
+        return int(cycles), float(energy)
+    except (OSError, ValueError, KeyError, TypeError):  # missing, unreadable or damaged
+        return None
+
+
 def timeloop_layer_cost(p: Problem, arch: Accelerator) -> LayerCost:
     exe = shutil.which("timeloop-mapper")
     if exe is None:
@@ -118,8 +129,9 @@ def timeloop_layer_cost(p: Problem, arch: Accelerator) -> LayerCost:
              "constraints.yaml": constraints_yaml(one, arch), "mapper.yaml": MAPPER_YAML}
     key = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:20]
     cache = _cache_dir() / f"{key}.json"
-    if cache.exists():
-        cycles, energy = json.loads(cache.read_text())["result"]
+    cached = _read_cache(cache)
+    if cached is not None:
+        cycles, energy = cached
     else:
         with tempfile.TemporaryDirectory(prefix="cnnlab-timeloop-") as tmp:
             for name, text in files.items():
@@ -130,8 +142,8 @@ def timeloop_layer_cost(p: Problem, arch: Accelerator) -> LayerCost:
                 last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
                 raise CnnlabError(f"timeloop-mapper failed on layer {one}: {last[0]}")
             cycles, energy, _ = parse_stats(stats.read_text())
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"problem": one.key(), "result": [cycles, energy]}))
+        # atomic: a run killed mid-write must not leave a torn entry behind (atomic_write makes the folder)
+        atomic_write_text(cache, json.dumps({"problem": one.key(), "result": [cycles, energy]}))
     g = p.groups
     return LayerCost(cycles * g, energy * g, p.macs, one.macs / (cycles * arch.pe_rows * arch.pe_cols) if cycles else 0.0,
                      {}, "timeloop-mapper")

@@ -106,7 +106,11 @@ def test_bench_end_to_end(short_run, capsys):
     rows = json.loads(capsys.readouterr().out)
     cpu, cuda = rows
     assert cpu["device"] == "cpu" and cpu["status"] == "ok"
-    assert 0 < cpu["test_acc"] <= 1 and cpu["test_loss"] > 0
+    # the same best weights on the same test split as the run's own final evaluation: the same figures
+    summary = json.loads((short_run / "summary.json").read_text())
+    assert cpu["test_acc"] == pytest.approx(summary["test_acc"], abs=0.5 / summary["test_count"])
+    assert cpu["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-4)
+    assert cpu["test_acc"] > 0.5  # ten classes: far above chance after an epoch of LeNet-5
     assert cpu["latency_ms_batch1"] > 0 and cpu["latency_ms_per_image_batch"] > 0 and cpu["batch_size"] == 32
     assert cpu["score"] == pytest.approx(cpu["test_acc"] / (cpu["latency_ms_batch1"] / 1e3))
     assert cpu["best_val_acc"] is not None and cpu["best_train_loss"] is not None

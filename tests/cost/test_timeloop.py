@@ -64,3 +64,63 @@ def test_clear_error_without_timeloop(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(CnnlabError, match="timeloop-mapper"):
         timeloop_layer_cost(Problem("fc", 84, 10), DEFAULT_ACCELERATOR)
+
+
+@pytest.fixture
+def fake_mapper(tmp_path, monkeypatch):
+    """A stand-in `timeloop-mapper` on PATH that writes STATS (and counts its runs), and an empty
+    cache under tmp_path; gives (cache folder, runs file)."""
+    import os
+    import stat
+
+    bin_dir, stats, runs = tmp_path / "bin", tmp_path / "stats.txt", tmp_path / "runs"
+    bin_dir.mkdir()
+    stats.write_text(STATS)
+    exe = bin_dir / "timeloop-mapper"
+    exe.write_text(f"#!/bin/sh\ncp '{stats}' timeloop-mapper.stats.txt\necho run >> '{runs}'\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "cnnlab" / "timeloop", runs
+
+
+def _runs(runs):
+    return len(runs.read_text().splitlines()) if runs.exists() else 0
+
+
+def test_timeloop_result_is_cached(fake_mapper):
+    import json
+
+    cache, runs = fake_mapper
+    cost = timeloop_layer_cost(Problem("fc", 84, 10), DEFAULT_ACCELERATOR)
+    assert (cost.cycles, cost.energy_pj) == (19600, 5601102.25) and _runs(runs) == 1
+    (entry,) = cache.iterdir()
+    assert json.loads(entry.read_text())["result"] == [19600, 5601102.25]
+    again = timeloop_layer_cost(Problem("fc", 84, 10), DEFAULT_ACCELERATOR)
+    assert (again.cycles, again.energy_pj) == (19600, 5601102.25) and _runs(runs) == 1  # from the cache
+
+
+def test_timeloop_cache_write_is_atomic(fake_mapper, monkeypatch):
+    """A write that fails part-way (the disk fills before the data reaches it) leaves no cache
+    entry and no temporary file; a torn entry from an older version is mapped again and replaced."""
+    import errno
+    import json
+
+    cache, runs = fake_mapper
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr("cnnlab.io.os.fsync", disk_full)
+        with pytest.raises(OSError) as e:
+            timeloop_layer_cost(Problem("fc", 84, 10), DEFAULT_ACCELERATOR)
+    assert e.value.errno == errno.ENOSPC and e.value.filename.startswith(str(cache))
+    assert list(cache.iterdir()) == []  # nothing torn, nothing temporary
+
+    timeloop_layer_cost(Problem("fc", 84, 10), DEFAULT_ACCELERATOR)
+    (entry,) = cache.iterdir()
+    entry.write_text('{"problem": [1, 2], "res')  # as a plain write killed half-way leaves it
+    cost = timeloop_layer_cost(Problem("fc", 84, 10), DEFAULT_ACCELERATOR)
+    assert cost.cycles == 19600 and _runs(runs) == 3
+    assert json.loads(entry.read_text())["result"] == [19600, 5601102.25]

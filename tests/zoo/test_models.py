@@ -3,6 +3,8 @@ and the zoo's parameter counts match the papers."""
 
 import argparse
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,10 +30,104 @@ def test_forward_backward(name, shape, classes):
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+DOCS_ZOO = Path(__file__).resolve().parents[2] / "docs" / "zoo.md"
+
+
+def zoo_table(text: str) -> dict:
+    """{model name: (paper cell, params cell)} from the model table under "## Models" in docs/zoo.md."""
+    section = text.split("\n## Models", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        names = re.findall(r"`([^`]+)`", cells[0])
+        counts = [c.strip() for c in cells[2].split(",")]
+        assert len(names) == len(counts), f"docs/zoo.md row {cells[0]}: {len(names)} names, {len(counts)} counts"
+        rows.update({n: (cells[1], c) for n, c in zip(names, counts)})
+    return rows
+
+
+def first_author_and_year(paper: str) -> tuple[str, str]:
+    """('He', '2016') from 'He et al. 2016b, identity mappings'."""
+    author = re.match(r"([A-Z][a-z]+)", paper)
+    year = re.search(r"\b((?:19|20)\d\d)", paper)
+    assert author and year, f"the paper cell '{paper}' names no author and year"
+    return author.group(1), year.group(1)
+
+
+def _registry_name(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def docstring_problems(name: str, doc: str, paper: str, params: int, counts: dict) -> list[str]:
+    """What is wrong with a zoo builder's docstring, against the docs table and the built models.
+
+    It must cite the docs' paper (the first author's surname and the year), and any "N.NNM parameters"
+    it states must be within DOC_TOLERANCE of the built model's count; a count stated for a named
+    model ("so ResNet-20 has 0.27M parameters") is checked against that model."""
+    problems = []
+    author, year = first_author_and_year(paper)
+    if not re.search(rf"\b{author}\b", doc):
+        problems.append(f"{name}: the docstring does not cite {author} (docs/zoo.md: {paper})")
+    if not re.search(rf"\b{year}\b", doc):
+        problems.append(f"{name}: the docstring does not give the year {year} (docs/zoo.md: {paper})")
+    for who, millions in re.findall(r"(?:([A-Za-z][\w-]*\d+) has )?(\d+(?:\.\d+)?)M param", doc):
+        target = _registry_name(who) if who else name
+        if target not in counts:
+            problems.append(f"{name}: the docstring states the parameters of '{who}', which is not registered")
+            continue
+        n = counts[target]
+        if abs(n - float(millions) * 1e6) > DOC_TOLERANCE * n:
+            problems.append(f"{name}: the docstring says {who or name} has {millions}M parameters, "
+                            f"the built model has {n:,}")
+    return problems
+
+
+DOC_TOLERANCE = 0.01  # docstrings may round loosely, as papers do: within 1 %
+
+
+def rounds_to(n: int, printed: str) -> bool:
+    """Whether `n` parameters rounds to the printed figure ('0.27M'), at the precision printed."""
+    digits = len(printed.rstrip("M").partition(".")[2])
+    return abs(n / 1e6 - float(printed.rstrip("M"))) <= 0.5 * 10 ** -digits + 1e-9
+
+
+@pytest.fixture(scope="module")
+def zoo_counts():
+    return {n: count_params(create_model(n, num_classes=10, in_channels=3, input_size=32)) for n in list_models("zoo")}
+
+
+def test_docs_table_lists_exactly_the_zoo():
+    table = zoo_table(DOCS_ZOO.read_text())
+    assert set(table) == set(list_models("zoo")), (
+        f"missing from docs/zoo.md: {sorted(set(list_models('zoo')) - set(table))}; "
+        f"documented but not registered: {sorted(set(table) - set(list_models('zoo')))}")
+
+
 @pytest.mark.parametrize("name", list_models("zoo"))
-def test_zoo_docstring_names_its_paper(name):
-    doc = model_builder(name).__doc__ or ""
-    assert any(ch.isdigit() for ch in doc), f"{name}: the docstring should cite its paper (authors, year)"
+def test_zoo_docstring_cites_its_paper_and_true_size(name, zoo_counts):
+    """The builder's docstring cites the paper docs/zoo.md names (first author and year), the docs'
+    parameter count is the built model's, rounded as printed, and a count in the docstring is
+    within 1 % of the model it names."""
+    paper, printed = zoo_table(DOCS_ZOO.read_text())[name]
+    n = zoo_counts[name]
+    assert rounds_to(n, printed), f"{name}: docs/zoo.md says {printed} parameters, the built model has {n:,}"
+    doc = " ".join((model_builder(name).__doc__ or "").split())
+    assert not docstring_problems(name, doc, paper, n, zoo_counts)
+
+
+def test_the_docstring_check_can_fail():
+    counts = {"resnet20": 269722, "resnet32": 464154}
+    good = "He, Zhang, Ren & Sun (CVPR 2016); so ResNet-20 has 0.27M parameters."
+    assert docstring_problems("resnet32", good, "He et al. 2016", 464154, counts) == []
+    assert len(docstring_problems("resnet32", "A ResNet (2016).", "He et al. 2016", 464154, counts)) == 1
+    assert len(docstring_problems("resnet32", "He et al. (2015)", "He et al. 2016", 464154, counts)) == 1
+    wrong = docstring_problems("resnet32", "He et al., 2016: 0.27M parameters.", "He et al. 2016", 464154, counts)
+    assert len(wrong) == 1 and "464,154" in wrong[0]
+    assert docstring_problems("resnet32", "He 2016; ResNet-99 has 1.2M parameters", "He et al. 2016", 1, counts)
+    assert rounds_to(14_724_042, "14.72M") and not rounds_to(14_724_042, "14.73M")
+    assert rounds_to(269_722, "0.27M") and not rounds_to(269_722, "0.28M")
 
 
 # Published parameter counts for 10 classes (the papers' tables, or the standard CIFAR code).

@@ -173,7 +173,11 @@ def test_end_to_end_with_the_real_trainer_on_synthetic_data(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| sgd | 1 |" in out and "| adam | 1 |" in out
     summary = json.loads((tmp_path / "out" / "runs" / "adam" / "seed0" / "summary.json").read_text())
-    assert 0 <= summary["test_acc"] <= 1
+    import csv
+
+    with open(tmp_path / "out" / "results.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["experiment"] == "adam")
+    assert float(row["test_acc_mean"]) == pytest.approx(summary["test_acc"]) and summary["test_count"] == 30
 
 
 @pytest.mark.realdata

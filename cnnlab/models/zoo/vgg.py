@@ -50,5 +50,5 @@ def vgg11_bn(num_classes=10, in_channels=3, input_size=32, width=1.0, dropout=0.
 
 @register_model("vgg16_bn", tags=("zoo", "vgg"))
 def vgg16_bn(num_classes=10, in_channels=3, input_size=32, width=1.0, dropout=0.0, **_):
-    """VGG-16 with batch norm, CIFAR variant (Simonyan & Zisserman, ICLR 2015): 14.73M parameters."""
+    """VGG-16 with batch norm, CIFAR variant (Simonyan & Zisserman, ICLR 2015): 14.72M parameters."""
     return VGG(16, num_classes, in_channels, width, dropout)
