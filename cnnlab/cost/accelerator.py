@@ -78,6 +78,9 @@ class Problem:
 
     A depthwise problem has no M: weights are C x R x S and outputs C x P x Q.
     Grouped convolutions become `groups` identical problems run one after another.
+    `stride` steps the window between outputs (P, Q) and `dilation` between kernel taps
+    (R, S), the same on both axes, as Timeloop's Hstride/Wstride and Hdilation/Wdilation:
+    the input extent of P outputs is (P-1)*stride + (R-1)*dilation + 1.
     """
 
     kind: str
@@ -89,6 +92,7 @@ class Problem:
     Q: int = 1
     stride: int = 1
     groups: int = 1
+    dilation: int = 1
 
     @property
     def macs(self) -> int:
@@ -96,15 +100,15 @@ class Problem:
         return per * self.groups
 
     def key(self) -> tuple:
-        return (self.kind, self.C, self.M, self.R, self.S, self.P, self.Q, self.stride, self.groups)
+        return (self.kind, self.C, self.M, self.R, self.S, self.P, self.Q, self.stride, self.groups, self.dilation)
 
 
-def conv_problem(cin, cout, kh, kw, stride, out_h, out_w, groups=1) -> Problem:
+def conv_problem(cin, cout, kh, kw, stride, out_h, out_w, groups=1, dilation=1) -> Problem:
     """The problem for a Conv2d with `groups` (depthwise when every group is one channel)."""
     c, m = cin // groups, cout // groups
     if c == 1 and m == 1:
-        return Problem("depthwise", groups, groups, kh, kw, out_h, out_w, stride, 1)
-    return Problem("conv", c, m, kh, kw, out_h, out_w, stride, groups)
+        return Problem("depthwise", groups, groups, kh, kw, out_h, out_w, stride, 1, dilation)
+    return Problem("conv", c, m, kh, kw, out_h, out_w, stride, groups, dilation)
 
 
 def fc_problem(in_features, out_features, rows=1) -> Problem:
@@ -130,21 +134,25 @@ _RELEVANT = {
 }
 
 
-def _tile(dt, ext, stride, kind):
+def _tile(dt, ext, stride, kind, dilation=1):
     if dt == "W":
         return ext["C"] * ext["R"] * ext["S"] * (ext["M"] if kind == "conv" else 1)
     if dt == "O":
         return ext["P"] * ext["Q"] * (ext["M"] if kind == "conv" else ext["C"])
-    return ext["C"] * ((ext["P"] - 1) * stride + ext["R"]) * ((ext["Q"] - 1) * stride + ext["S"])
+    # The input window of P x R (Q x S) is the bounding box of rows p*stride + r*dilation,
+    # as Timeloop projects a tile (axis-aligned boxes): with dilation, skipped rows count.
+    return (ext["C"] * ((ext["P"] - 1) * stride + (ext["R"] - 1) * dilation + 1)
+            * ((ext["Q"] - 1) * stride + (ext["S"] - 1) * dilation + 1))
 
 
-def _fills(dt, ext, loops, stride, kind):
+def _fills(dt, ext, loops, stride, kind, dilation=1):
     """Words a child with tile extents `ext` receives while `loops` (outer to inner, all
     above it) run: the first tile, plus at every step of the nest the part of the new tile
     that the old one did not hold. A step of loops the data does not depend on moves
-    nothing; a sliding input window only brings in its new rows or columns."""
+    nothing; a sliding input window only brings in its new rows or columns (a step of P
+    or Q moves it by `stride` rows, a step of R or S by `dilation`)."""
     rel = _RELEVANT[kind][dt]
-    tile = _tile(dt, ext, stride, kind)
+    tile = _tile(dt, ext, stride, kind, dilation)
     total, outer = tile, 1
     for j, (d, e) in enumerate(loops):
         steps = outer * (e - 1)
@@ -162,11 +170,12 @@ def _fills(dt, ext, loops, stride, kind):
                 dk, ek = loops[k]
                 if dk not in axis:
                     continue
-                unit = ext[dk] * math.prod(e2 for d2, e2 in loops[k + 1:] if d2 == dk) * (stride if dk in "PQ" else 1)
+                step = stride if dk in "PQ" else dilation
+                unit = ext[dk] * math.prod(e2 for d2, e2 in loops[k + 1:] if d2 == dk) * step
                 s += unit if k == j else -unit * (ek - 1)
             shift[axis] = abs(s)
-        h = (ext["P"] - 1) * stride + ext["R"]
-        w = (ext["Q"] - 1) * stride + ext["S"]
+        h = (ext["P"] - 1) * stride + (ext["R"] - 1) * dilation + 1
+        w = (ext["Q"] - 1) * stride + (ext["S"] - 1) * dilation + 1
         kept = ext["C"] * max(0, h - shift["PR"]) * max(0, w - shift["QS"])
         total += steps * (tile - kept)
     return total
@@ -200,21 +209,21 @@ def _evaluate(p, arch, sp, spad_loops, upper_loops):
     spad_ext = dict(one)
     for d, e in spad_loops:
         spad_ext[d] *= e
-    if _tile("W", spad_ext, p.stride, kind) > arch.spad_words:
+    if _tile("W", spad_ext, p.stride, kind, p.dilation) > arch.spad_words:
         return
     # What happens inside the PEs depends only on the whole loop order, not on the split.
     above_pe = upper_loops + spad_loops
     npe = math.prod(sp.values())
     T = math.prod(e for _, e in above_pe)
-    w_reg = _fills("W", one, above_pe, p.stride, kind)
-    i_reg = _fills("I", one, above_pe, p.stride, kind)
-    o_reg = _fills("O", one, above_pe, p.stride, kind)
-    spad_fill = _fills("W", spad_ext, upper_loops, p.stride, kind)
+    w_reg = _fills("W", one, above_pe, p.stride, kind, p.dilation)
+    i_reg = _fills("I", one, above_pe, p.stride, kind, p.dilation)
+    o_reg = _fills("O", one, above_pe, p.stride, kind, p.dilation)
+    spad_fill = _fills("W", spad_ext, upper_loops, p.stride, kind, p.dilation)
     # Data the PEs share (multicast) is sent once; partial sums are reduced on the way up.
     copies = {dt: math.prod(f for d, f in sp.items() if d in rel[dt]) for dt in "WIO"}
     to_pe = {"W": copies["W"] * spad_fill, "I": copies["I"] * i_reg}
     o_up = copies["O"] * o_reg
-    n_out = _tile("O", dict(C=p.C, M=p.M, R=p.R, S=p.S, P=p.P, Q=p.Q), p.stride, kind)
+    n_out = _tile("O", dict(C=p.C, M=p.M, R=p.R, S=p.S, P=p.P, Q=p.Q), p.stride, kind, p.dilation)
     fixed = {
         "mac": p.macs // p.groups * arch.mac_pj,
         "reg": npe * (arch.reg_accesses_per_mac * T + w_reg + i_reg + o_reg) * arch.reg_pj,
@@ -228,8 +237,8 @@ def _evaluate(p, arch, sp, spad_loops, upper_loops):
             glb_ext[d] *= e
         for d, f in sp.items():
             glb_ext[d] *= f
-        glb_tiles = {dt: _tile(dt, glb_ext, p.stride, kind) for dt in "WIO"}
-        glb_in = {dt: _fills(dt, glb_ext, dram_loops, p.stride, kind) for dt in "WIO"}
+        glb_tiles = {dt: _tile(dt, glb_ext, p.stride, kind, p.dilation) for dt in "WIO"}
+        glb_in = {dt: _fills(dt, glb_ext, dram_loops, p.stride, kind, p.dilation) for dt in "WIO"}
         fits_all = sum(glb_tiles.values()) <= arch.glb_words
         for keep in _KEEP_CHOICES:
             if sum(glb_tiles[dt] for dt in keep) > arch.glb_words:

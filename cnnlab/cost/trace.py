@@ -4,7 +4,9 @@ Forward hooks on the modules say which leaf module is running; a TorchDispatchMo
 every ATen operation, including functional ones (`F.relu`, `x + skip`, `torch.flatten`)
 that are not modules. Each leaf module call becomes one row with the operations it ran;
 a costed operation outside any leaf becomes a row of its own. An operation cnnlab has no
-rule for is listed in `Trace.uncounted`, never silently dropped.
+rule for is listed in `Trace.uncounted`, never silently dropped; so is a convolution whose
+MACs are counted but which the accelerator model cannot map (transposed, 3-D, or with
+different strides or dilations on the two axes): it gets 0 cycles and 0 energy.
 
 Conventions: MACs are multiply-accumulates of convolutions and matrix products; FLOPs
 count 2 per MAC (bias additions not included, as torch.utils.flop_counter does), 1 per
@@ -47,7 +49,7 @@ class Row:
 @dataclass
 class Trace:
     rows: list
-    uncounted: list  # (operation, where) pairs with no cost rule
+    uncounted: list  # (operation, where) pairs with no cost rule, or no accelerator rule (noted in the operation)
     params: int
     peak_live_bytes: int  # measured: the most bytes held by live tensors at once
     input_bytes: int
@@ -97,38 +99,88 @@ _REDUCE = {"mean", "sum", "amax", "max", "amin", "min", "_adaptive_avg_pool2d", 
            "argmax", "avg_pool1d", "adaptive_avg_pool1d", "max_pool2d"}
 
 
+# Where the arguments of each convolution operation sit: the indices of
+# (input, weight, stride, dilation, transposed, groups); `transposed` is an index or a constant.
+_CONV_ARGS = {
+    "convolution": (0, 1, 3, 5, 6, 8),
+    "_convolution": (0, 1, 3, 5, 6, 8),
+    "convolution_overrideable": (0, 1, 3, 5, 6, 8),
+    "cudnn_convolution": (0, 1, 3, 4, False, 5),
+    "mkldnn_convolution": (0, 1, 4, 5, False, 6),
+    "cudnn_convolution_transpose": (0, 1, 4, 5, True, 6),
+}
+
+
+def _one_value(values, used):
+    """The one stride (or dilation) the accelerator's problem takes for all spatial axes, or
+    None when the axes differ. An axis where it has no effect (one output, or a kernel of
+    one) does not count."""
+    vals = [int(v) for v in values]
+    if len(set(vals)) == 1:
+        return vals[0]
+    relevant = {v for v, u in zip(vals, used) if u}
+    if len(relevant) > 1:
+        return None
+    return relevant.pop() if relevant else 1
+
+
+def _conv_cost(name, args, out):
+    """(MACs, FLOPs, accelerator problems, why the accelerator cannot run it or None)."""
+    ix, iw, istride, idil, itrans, igroups = _CONV_ARGS[name]
+    x, w = args[ix], args[iw]
+    stride, dilation, groups = args[istride], args[idil], int(args[igroups])
+    transposed = itrans if isinstance(itrans, bool) else bool(args[itrans])
+    o = _first_tensor(out)
+    dims = w.dim() - 2
+    k = _numel(w.shape[2:])
+    if transposed:
+        # weight (C_in, C_out/groups, *kernel): every input element meets C_out/groups x kernel weights
+        # (what PyTorch computes and torch.utils.flop_counter counts, the products cut off by padding included).
+        macs = x.numel() * w.shape[1] * k
+        return macs, 2 * macs, [], f"conv_transpose{dims}d: no accelerator rule, 0 cycles and energy"
+    # weight (C_out, C_in/groups, *kernel): one dot product of C_in/groups x kernel per output element;
+    # dilation spreads the taps but does not change their number.
+    macs = o.numel() * w.shape[1] * k
+    if dims not in (1, 2):
+        return macs, 2 * macs, [], f"conv{dims}d: no accelerator rule, 0 cycles and energy"
+    # A 1-d convolution is the 2-d one PyTorch runs it as: height 1, kernel 1 x k.
+    kernel = (1, *w.shape[2:]) if dims == 1 else tuple(w.shape[2:])
+    out_hw = (1, *o.shape[2:]) if dims == 1 else tuple(o.shape[2:])
+    strides = (1, *stride) if dims == 1 else tuple(stride)
+    dilations = (1, *dilation) if dims == 1 else tuple(dilation)
+    s = _one_value(strides, [e > 1 for e in out_hw])
+    d = _one_value(dilations, [e > 1 for e in kernel]) if max(kernel) > 1 else 1
+    if s is None or d is None:
+        what = " and ".join(f"{label} {'x'.join(map(str, v))}" for label, v, one in
+                            (("stride", strides, s), ("dilation", dilations, d)) if one is None)
+        return (macs, 2 * macs, [], f"conv{dims}d with {what}: the accelerator model takes one stride and one "
+                                    f"dilation for both axes, 0 cycles and energy")
+    n = x.shape[0] if x.dim() == dims + 2 else 1
+    probs = [conv_problem(x.shape[-dims - 1], w.shape[0], kernel[0], kernel[1], s, out_hw[0], out_hw[1],
+                          groups, d)] * n
+    return macs, 2 * macs, probs, None
+
+
 def op_cost(name, args, out):
-    """(MACs, FLOPs, accelerator problems) of one ATen operation, or None when unknown."""
-    if name in ("convolution", "_convolution", "cudnn_convolution", "mkldnn_convolution"):
-        x, w = args[0], args[1]
-        stride, transposed, groups = args[3], args[6], args[8]
-        o = _first_tensor(out)
-        k = _numel(w.shape[2:])
-        if transposed:
-            macs = x.numel() * w.shape[1] * k
-            return macs, 2 * macs, []
-        macs = o.numel() * w.shape[1] * k
-        probs = []
-        if w.dim() == 4:
-            n = x.shape[0]
-            probs = [conv_problem(x.shape[1], w.shape[0], w.shape[2], w.shape[3], int(stride[0]),
-                                  o.shape[2], o.shape[3], groups)] * n
-        return macs, 2 * macs, probs
+    """(MACs, FLOPs, accelerator problems, note) of one ATen operation, or None when unknown.
+    `note` says why an operation with MACs has no accelerator problem (else None)."""
+    if name in _CONV_ARGS:
+        return _conv_cost(name, args, out)
     if name in ("mm", "addmm", "bmm", "baddbmm"):
         a, b = (args[1], args[2]) if name in ("addmm", "baddbmm") else (args[0], args[1])
         batch = a.shape[0] if a.dim() == 3 else 1
         m, kdim, n = a.shape[-2], a.shape[-1], b.shape[-1]
         macs = batch * m * kdim * n
-        return macs, 2 * macs, [fc_problem(kdim, n, rows=batch * m)]
+        return macs, 2 * macs, [fc_problem(kdim, n, rows=batch * m)], None
     if name in _FREE:
-        return 0, 0, []
+        return 0, 0, [], None
     o = _first_tensor(out)
     if name in _ELEMENTWISE:
-        return 0, o.numel() if o is not None else 0, []
+        return 0, o.numel() if o is not None else 0, [], None
     if name in _NORM:
-        return 0, 2 * _first_tensor(args).numel(), []
+        return 0, 2 * _first_tensor(args).numel(), [], None
     if name in _REDUCE:
-        return 0, _first_tensor(args).numel(), []
+        return 0, _first_tensor(args).numel(), [], None
     return None
 
 
@@ -208,7 +260,9 @@ class _Tracer:
         if cost is None:
             self.uncounted.append((f"aten.{name}", self.where()))
             return
-        macs, flops, probs = cost
+        macs, flops, probs, note = cost
+        if note:  # counted, but with no accelerator rule: its cycles and energy are missing
+            self.uncounted.append((f"aten.{name} ({note})", self.where()))
         if self.current is not None:
             self.current.macs += macs
             self.current.flops += flops
