@@ -7,6 +7,9 @@ cuBLAS matmuls need. On the CPU cnnlab's runs are bitwise repeatable without it;
 cuDNN picks convolution algorithms by timing, and some of them add in a varying order, so two
 same-seed runs differ in the last bits unless it is on. It costs speed on CUDA (cuDNN may not
 use its fastest kernels) and nothing measurable on the CPU.
+
+`set_threads(requested)` is what `--threads` does (without it, `choose_threads` picks the
+number): torch and cnnlab's Numba kernels get the same number of threads.
 """
 
 import os
@@ -27,6 +30,42 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise CnnlabError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N")
+
+
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice, before anything changes it
+
+
+def choose_threads(requested: int | None) -> int:
+    """The CPU threads a run uses: `requested` (--threads); else torch's default (one per core, or
+    OMP_NUM_THREADS) less one core, kept free for the rest of the machine, and at least 1.
+
+    Measured on a shared 2-core machine (BENCHMARKS.md, "Threads under load"): LeNet-5 trains
+    1.6x faster on 2 threads than on 1 while nothing else runs, but each of its many small parallel
+    operations waits for both threads, so with other jobs on the machine 2 threads fell to 4-17%
+    of 1 thread's speed.
+    """
+    if requested:
+        return int(requested)
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+        return _TORCH_DEFAULT_THREADS  # the user's choice
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(_TORCH_DEFAULT_THREADS, cpus - 1))
+
+
+def set_threads(requested: int | None) -> dict:
+    """Give torch and cnnlab's Numba kernels (the loader's fused pass, the scratch engine)
+    choose_threads(requested) threads each; return the settings in force (for summary.json).
+
+    With Numba's OpenMP layer (NUMBA_THREADING_LAYER=omp), starting Numba's threads resets OpenMP's
+    thread count, so Numba's are set (and started) first, and a caller sets threads after any
+    parallel kernel's first launch (BatchLoader.warm_up). Numba's count is per Python thread: this
+    sets it for the calling one, the one that trains."""
+    import numba
+
+    n = choose_threads(requested)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(n)
+    return {"torch": torch.get_num_threads(), "numba": numba.get_num_threads(), "numba_layer": numba.threading_layer()}
 
 
 def synchronize(device: torch.device):

@@ -192,3 +192,31 @@ def test_an_image_folder_run_can_be_evaluated_from_anywhere(tmp_path, monkeypatc
     assert TrainConfig.load(RunDir(tmp_path / "r").config).dataset == f"imagefolder:{tmp_path / 'imgs'}"
     monkeypatch.chdir(tmp_path / "imgs")
     assert main(["evaluate", str(tmp_path / "r"), "--json"]) == 0
+
+
+def test_a_missing_run_path_for_cost_is_named_as_a_path(capsys):
+    assert main(["cost", "runs/does-not-exist"]) == 2
+    err = capsys.readouterr().err
+    assert "runs/does-not-exist is not a run directory" in err and "bad token" not in err
+
+
+class _SendSignal(Hook):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step(self, t, loss, n):
+        if t.progress.step == self.step:
+            os.kill(os.getpid(), __import__("signal").SIGINT)
+
+
+def test_an_interrupt_is_reported_as_a_stop_not_an_error(tmp_path, capsys, monkeypatch):
+    import cnnlab.train.loop as loop
+
+    real = loop.default_hooks
+    monkeypatch.setattr(loop, "default_hooks", lambda config: real(config) + [_SendSignal(4)])
+    run = tmp_path / "r"
+    assert main(["train", "--dataset", SYN, "--model", MODEL, "--device", "cpu", "--out", str(run), "--quiet"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnlab: stopped by SIGINT at epoch 2, batch 2") and "error:" not in err
+    assert f"cnnlab train --resume {run}" in err and "stopped by SIGINT" in RunDir(run).log_file.read_text()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0

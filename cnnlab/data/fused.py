@@ -4,7 +4,8 @@ The torch operations in `cnnlab.data.augment` are the reference and run on any d
 order. On the CPU, for the order crop -> flip -> (normalise) -> cutout, this kernel reads each
 uint8 pixel once and writes each float once, in parallel over images. It draws its random
 numbers from the same generator, in the same order, as the torch operations, so both give the
-same batch (tested).
+same batch (tested). Its threads are Numba's work queue (set in cnnlab/__init__.py), as many as
+the trainer gives torch (`cnnlab.device.set_threads`).
 """
 
 from __future__ import annotations

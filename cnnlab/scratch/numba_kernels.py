@@ -15,19 +15,16 @@ the NumPy backend's order of operations where that order is the same.
 
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
 
-import numba
 import numpy as np
 from numba import njit, prange
 
-# Numba's own work-queue thread pool rather than OpenMP: on a machine shared with other work,
-# the OpenMP layer made a 4M-element parallel loop 4x slower than a serial one (its threads
-# wait for a descheduled sibling), the work queue did not. It has one limit: parallel kernels
-# must not be launched from two Python threads at once. NUMBA_THREADING_LAYER overrides it.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+# These kernels, like the fused loader's, run on Numba's own work-queue thread pool rather than
+# OpenMP (set for all of cnnlab in cnnlab/__init__.py): on a machine shared with other work, the
+# OpenMP layer made a 4M-element parallel loop 4x slower than a serial one (its threads wait for a
+# descheduled sibling), the work queue did not. It has one limit: parallel kernels must not be
+# launched from two Python threads at once. NUMBA_THREADING_LAYER overrides it.
 
 from cnnlab.scratch.kernels import make_conv, out_size
 
