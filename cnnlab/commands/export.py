@@ -1,0 +1,69 @@
+"""`cnnlab export RUN_DIR --format safetensors|onnx|torchscript|keras`: the model in a file to share or deploy.
+
+Formats (default file RUN_DIR/exports/model.<ext>; --checkpoint last writes model-last.<ext>):
+  safetensors   the weights (a PyTorch state dict), e.g. for sharing or the Hugging Face Hub
+  onnx          an ONNX graph for ONNX Runtime and edge toolchains: input `input` (batch, C, H, W) with a
+                dynamic batch, output `logits`, at the chosen --opset (default 17)
+  torchscript   a traced TorchScript module: torch.jit.load() runs it without cnnlab's code
+  keras         a Keras 3 `.keras` file (input (batch, H, W, C)), built on Keras's PyTorch backend, no
+                TensorFlow; needs `pip install cnnlab[keras]`. Models of conv, pooling, dense, batch
+                norm, activations, flatten, dropout and add layers; others are refused with the reason.
+
+Every file records its source run, cnnlab version, input shape and layout, classes, mean/std and
+whether normalisation is baked in (--bake-normalization: the model then takes pixel values 0-255),
+so `cnnlab predict FILE` and `cnnlab bench FILE` need no run directory. Before writing, the file is
+read back and run on real test images against the PyTorch model (safetensors: bitwise equal; the
+others within 1e-4); a file that fails is not written.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from cnnlab.commands.common import add_json_flag, print_json
+
+
+def add_parser(sub):
+    p = sub.add_parser("export", help="export a trained model: safetensors, ONNX, TorchScript or Keras",
+                       description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `cnnlab train` (either engine)")
+    p.add_argument("--format", dest="fmt", required=True, choices=["safetensors", "onnx", "torchscript", "keras"])
+    p.add_argument("--out", metavar="PATH", help="the file to write, or a folder for the default name "
+                                                 "(default RUN_DIR/exports/model.<ext>)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which weights (default best)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 17; 9-20 with the default exporter)")
+    p.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
+                   help="ONNX: torch.onnx's TorchScript-based exporter (default; any opset 9-20, fast) or the "
+                        "torch.export-based one (opset 18-23)")
+    p.add_argument("--bake-normalization", action="store_true",
+                   help="put the dataset's normalisation into the model: it then takes pixel values 0-255")
+    p.add_argument("--check-images", type=int, default=16, metavar="N",
+                   help="test images the check runs (default 16)")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="write without running the file against PyTorch first")
+    p.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from cnnlab.workflows.export import export_run
+
+    info = export_run(args.run_dir, args.fmt, args.out, args.checkpoint, args.opset, args.bake_normalization,
+                      args.exporter, args.check, args.check_images, args.data_dir)
+    if args.json:
+        print_json(info)
+        return 0
+    size = info["bytes"]
+    size = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
+    extra = f", opset {info['opset']}" if "opset" in info else ""
+    print(f"wrote {info['path']} ({info['format']}{extra}, {size}) from {info['source_run']} ({info['checkpoint']} "
+          f"checkpoint)")
+    shape = "x".join(map(str, info["input_shape"]))
+    print(f"input: batch x {shape} ({info['layout']}), {info['input']}")
+    chk = info.get("check")
+    if chk:
+        how = "bitwise equal" if chk["bitwise_equal"] else f"max abs difference {chk['max_abs_diff']:.2g}"
+        print(f"checked on {chk['runtime']} against PyTorch on {chk['source']}: {how}, "
+              f"{chk['same_predictions']}/{chk['images']} same predictions")
+    return 0
