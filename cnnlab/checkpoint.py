@@ -59,9 +59,14 @@ def load_checkpoint(path) -> dict:
 def build_model_from_checkpoint(ckpt: dict):
     from cnnlab.models import create_model
 
+    from cnnlab.models.adapt import adapt_input, model_input_shape
+
     cfg, data = ckpt["config"], ckpt["data"]
-    c, h, w = data["shape"]
+    # a run trained with --resize / --input-channels adapts the dataset's images inside the model
+    resize, channels = cfg.get("resize"), cfg.get("input_channels")
+    c, h, w = model_input_shape(data["shape"], resize, channels)
     model = create_model(cfg["model"], num_classes=data["num_classes"], in_channels=c, input_size=(h, w),
                          **cfg.get("model_args", {}))
+    model = adapt_input(model, data["shape"], resize, channels)
     model.load_state_dict(ckpt["model_state"])
     return model.eval()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 
 from cnnlab import __version__
@@ -20,7 +21,8 @@ NO_SPACE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is u
 
 # Order here is the order in `cnnlab --help`.
 COMMANDS = (
-    "train", "evaluate", "predict", "models", "data", "env", "gradcheck", "profile", "cost", "score", "bench", "lr-find", "study",
+    "train", "evaluate", "predict", "models", "data", "env", "gradcheck", "profile", "cost", "score", "bench", "lr-find",
+    "study", "plot", "report", "export", "cluster",
 )
 
 
@@ -45,16 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    words, rest = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, None)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
+        if rest is not None and not getattr(args, "takes_command", False):
+            parser.error(f"unexpected '-- {' '.join(rest)}'")
     except SystemExit as e:  # --help, --version, or a bad flag (already printed as one line)
         return e.code if isinstance(e.code, int) else 2
+    args.argv = argv  # as typed (the --nproc launcher re-runs it)
+    args.rest = rest or []  # the command after `--` (cnnlab cluster)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return int(args.func(args) or 0)
     except CnnlabError as e:
+        if e.exit_code == 2 and os.environ.get("RANK", "0") not in ("", "0"):
+            return e.exit_code  # every process of a distributed run sees the same input error: rank 0 says it
         # an interruption is not an error: it says where the run stopped and how to go on
         print(f"cnnlab: {e}" if e.exit_code == 130 else f"cnnlab: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -55,6 +55,14 @@ class TrainConfig:
     val_size: int | None = None  # images carved out of the training set, seeded; None: 5000, or a tenth if smaller
     subset: int | None = None  # train on only this many training images
     augment: str = "none"  # e.g. "crop+flip", "crop:4+flip+cutout:8", "translate:2"
+    resize: int | None = None  # resize images to resize x resize inside the model (e.g. 32: MNIST on a CIFAR base)
+    input_channels: int | None = None  # repeat a 1-channel image to this many channels inside the model (e.g. 3)
+    # transfer learning (cnnlab.train.transfer, docs/transfer.md)
+    pretrained: str | None = None  # start from these weights: a run dir, a checkpoint, a .pt/.safetensors file or a URL
+    pretrained_hash: str | None = None  # expected hash of the pretrained file: sha256:HEX (or md5:HEX; 8+ hex digits)
+    freeze: str = "none"  # none (fine-tune everything) | backbone (only the new head trains)
+    unfreeze_epochs: int | None = None  # with freeze backbone: thaw it from the top, all of it after this many epochs
+    backbone_lr_mult: float = 1.0  # the backbone's learning rate as a multiple of lr (fine-tuning)
     # optimisation
     epochs: int = 5
     batch_size: int = 128
@@ -76,13 +84,15 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (CPU and CUDA) | fp16 (CUDA, with loss scaling)
     channels_last: bool = False  # NHWC memory layout (faster convolutions on recent GPUs and CPUs)
     compile: bool = False  # torch.compile the model
+    sync_bn: bool = False  # with several processes: batch-norm statistics over the global batch (SyncBatchNorm)
     # run control
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # CPU threads for torch; None: torch's default
+    threads: int | None = None  # CPU threads for torch and the Numba loader; None: cnnlab.device.choose_threads
     eval_batch_size: int = 1000
     save_every_steps: int | None = None  # mid-epoch checkpoint interval; None: every 60 s
     deterministic: bool = False  # deterministic algorithms (bitwise-repeatable runs on CUDA too, somewhat slower)
+    tensorboard: bool = False  # also log scalars, the first layer's filters and the graph to RUN_DIR/tensorboard/
     out: str | None = None  # run directory; None: runs/<model>-<dataset>-<time>
 
     @classmethod

@@ -13,9 +13,13 @@
       predictions.csv           `cnnlab predict` (by default)
       score.json                `cnnlab score`
       bench.csv, bench.json     `cnnlab bench`
-      plots/                    figures (PNG) made from the files above
-      report.html               a self-contained report of the run
-      exports/                  the model in other formats
+      plots/                    figures (PNG) made from the files above (`cnnlab plot`): loss.png,
+                                accuracy.png, lr.png, filters.png, confusion.png, mistakes.png
+      report.html               a self-contained report of the run (`cnnlab report`)
+      report.md                 the same as Markdown (`cnnlab report --format md`), its PNGs in plots/
+      tensorboard/              TensorBoard event files (`cnnlab train --tensorboard`)
+      exports/                  the model in other formats (`cnnlab export`): model.safetensors, model.onnx,
+                                model.torchscript, model.keras (model-last.* from the last checkpoint)
       .lock                     held while a process trains the run (two trainers never share one)
 
 Every command and workflow reaches these files through `RunDir` (names, plain reads and atomic
@@ -42,6 +46,13 @@ from cnnlab.io import atomic_write_text, write_csv
 METRICS_HEADER = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 ITERATIONS_HEADER = ["step", "epoch", "loss", "lr"]
 SPLITS = ("test", "val", "train")
+# `cnnlab export`'s default file per format, in exports/: the best checkpoint's weights
+# (`model-last.<ext>` for the last checkpoint's)
+EXPORT_FILES = {"safetensors": "model.safetensors", "onnx": "model.onnx", "torchscript": "model.torchscript",
+                "keras": "model.keras"}
+# the figures of `cnnlab plot`, in the order a report shows them: name -> file in plots/
+PLOT_FILES = {"loss": "loss.png", "accuracy": "accuracy.png", "lr": "lr.png", "filters": "filters.png",
+              "confusion": "confusion.png", "mistakes": "mistakes.png"}
 
 
 class RunDir:
@@ -64,6 +75,8 @@ class RunDir:
     bench_json = property(lambda self: self.path / "bench.json")
     plots = property(lambda self: self.path / "plots")
     report = property(lambda self: self.path / "report.html")
+    report_md = property(lambda self: self.path / "report.md")
+    tensorboard = property(lambda self: self.path / "tensorboard")
     exports = property(lambda self: self.path / "exports")
     lock_file = property(lambda self: self.path / ".lock")
 
@@ -71,6 +84,19 @@ class RunDir:
         if which not in ("best", "last"):
             raise CnnlabError(f"unknown checkpoint '{which}': choose best or last")
         return self.best if which == "best" else self.last
+
+    def plot_file(self, name: str) -> Path:
+        """plots/<name>.png of one of PLOT_FILES."""
+        if name not in PLOT_FILES:
+            raise CnnlabError(f"unknown plot '{name}': choose {', '.join(PLOT_FILES)}")
+        return self.plots / PLOT_FILES[name]
+
+    def export_file(self, fmt: str, checkpoint: str = "best") -> Path:
+        """exports/model.<ext> of one of EXPORT_FILES (exports/model-last.<ext> for the last checkpoint)."""
+        if fmt not in EXPORT_FILES:
+            raise CnnlabError(f"unknown export format '{fmt}': choose {', '.join(EXPORT_FILES)}")
+        stem, ext = EXPORT_FILES[fmt].split(".", 1)
+        return self.exports / (f"{stem}.{ext}" if checkpoint == "best" else f"{stem}-{checkpoint}.{ext}")
 
     def evaluation_files(self, split: str = "test") -> tuple[Path, Path, Path]:
         """(evaluation.json, per_class.csv, confusion_matrix.csv) of a split; the test split keeps the plain names."""
@@ -150,6 +176,12 @@ class RunDir:
     def log(self, line: str):
         with open(self.log_file, "a") as f:
             f.write(line.rstrip("\n") + "\n")
+
+    def read_log(self) -> list[str]:
+        """train.log's lines ([] when there is none)."""
+        if not self.log_file.exists():
+            return []
+        return self.log_file.read_text(errors="replace").splitlines()
 
     def append_rows(self, path, header, rows):
         if not rows and path.exists():

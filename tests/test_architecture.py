@@ -19,7 +19,7 @@ LAYERS = [
     {"cnnlab.checkpoint", "cnnlab.evaluate", "cnnlab.cost"},
     {"cnnlab.rundir"},
     {"cnnlab.scratch", "cnnlab.train"},
-    {"cnnlab.workflows"},
+    {"cnnlab.workflows", "cnnlab.api"},
     {"cnnlab.commands", "cnnlab.cli"},
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
@@ -126,7 +126,8 @@ def test_the_layer_checker_catches_a_breach():
 
 RUN_DIR_NAMES = ["config.yaml", "metrics.csv", "iterations.csv", "train.log", "summary.json", "checkpoints",
                  "last.pt", "best.pt", "predictions.csv", "score.json", "bench.csv", "bench.json", "plots",
-                 "report.html", "exports", "evaluation", "per_class", "confusion_matrix"]
+                 "report.html", "exports", "evaluation", "per_class", "confusion_matrix", "report.md", "loss.png",
+                 "accuracy.png", "lr.png", "filters.png", "confusion.png", "mistakes.png"]
 
 
 def string_literals(path: Path):

@@ -1,4 +1,4 @@
-"""`cnnlab bench`: measured accuracy, latency and (optionally) training time of a run per device."""
+"""`cnnlab bench`: measured accuracy, latency and (optionally) training time per device and runtime."""
 
 from __future__ import annotations
 
@@ -6,34 +6,46 @@ from cnnlab.commands.common import add_json_flag, format_table, print_json
 
 
 def add_parser(sub):
-    p = sub.add_parser("bench", help="measure a run on each device: test accuracy, latency, training time",
-                       description="Measure a trained run on each device: test accuracy and loss, inference "
-                                   "latency per image at batch 1 and at --batch-size, optionally the time to "
-                                   "train 5 epochs. Writes RUN_DIR/bench.csv and bench.json.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `cnnlab train`")
+    p = sub.add_parser("bench", help="measure a run or model file per device and runtime: accuracy, latency, score",
+                       description="Measure a trained run (or a model file from `cnnlab export`) on each device and "
+                                   "runtime: test accuracy and loss, inference latency per image at batch 1 and at "
+                                   "--batch-size (runtimes interleaved in rounds, medians), score = accuracy / "
+                                   "seconds per image at batch 1, optionally the time to train 5 epochs. "
+                                   "A run directory converts its model for each runtime in memory, as `cnnlab "
+                                   "export` would; a file runs on its own runtime (safetensors: on any). "
+                                   "Writes RUN_DIR/bench.csv and bench.json for a run, and --out for either.")
+    p.add_argument("run_dir", metavar="RUN_DIR|FILE", help="a run directory, or a model file from `cnnlab export`")
     p.add_argument("--devices", default="cpu,cuda", help="comma-separated devices (default cpu,cuda)")
+    p.add_argument("--runtimes", help="comma-separated runtimes: torch, torchscript, onnxruntime, keras "
+                                      "(default: torch for a run, the file's own runtime for a file)")
     p.add_argument("--train", action="store_true", help="also time 5 training epochs of the run's config per device")
     p.add_argument("--batch-size", type=int, default=256, help="the larger batch for latency (default 256)")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (default 7)")
+    p.add_argument("--threads", type=int, help="CPU threads for every runtime (default: PyTorch's default)")
+    p.add_argument("--out", metavar="CSV", help="also write the rows here (and JSON beside it)")
+    p.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from cnnlab.workflows.bench import bench_run
+    from pathlib import Path
+
     from cnnlab.errors import CnnlabError
+    from cnnlab.workflows.bench import bench_run, write_bench
 
     devices = [d.strip().lower() for d in args.devices.split(",") if d.strip()]
     if not devices:
         raise CnnlabError("--devices is empty: give e.g. cpu,cuda")
-    from cnnlab.rundir import RunDir
-    from cnnlab.workflows.bench import COLUMNS
-
-    rows = bench_run(args.run_dir, devices, args.batch_size, args.train, write=False)
+    if args.out and Path(args.out).is_dir():
+        raise CnnlabError(f"--out {args.out} is a directory: give the name of a CSV file to write")
+    rows = bench_run(args.run_dir, devices, args.batch_size, args.train, write=False, data_dir=args.data_dir,
+                     runtimes=args.runtimes, rounds=args.rounds, threads=args.threads)
     if args.json:
         print_json(rows)
     else:
         print(format_bench(rows), flush=True)
-    RunDir(args.run_dir).write_bench(rows, COLUMNS)  # after printing: a read-only run still shows its figures
+    write_bench(args.run_dir, rows, args.out)  # after printing: a read-only run still shows its figures
     return 0
 
 
@@ -41,16 +53,22 @@ def format_bench(rows) -> str:
     def f(v, spec):
         return "-" if v is None else format(v, spec)
 
-    head = ("device", "best train acc/loss", "best val acc/loss", "train 5 ep (s)", "test acc", "test loss",
-            "ms/img b1", "ms/img bN", "score")
-    table = []
+    head = ("device", "runtime", "best train acc/loss", "best val acc/loss", "train 5 ep (s)", "test acc",
+            "test loss", "ms/img b1", "ms/img bN", "score")
+    table, missing = [], {}
     for r in rows:
-        if r["status"] != "ok":
-            table.append((r["device"], r["status"], "", "", "", "", "", "", ""))
+        if r["status"] != "ok":  # the reason goes below the table, once per device and reason
+            table.append((r["device"], r.get("runtime") or "", "-", "-", "-", "-", "-", "-", "-", "-"))
+            missing.setdefault((r["device"], r["status"]), []).append(r.get("runtime") or "torch")
             continue
-        table.append((r["device"], f"{f(r.get('best_train_acc'), '.4f')}/{f(r.get('best_train_loss'), '.4f')}",
+        table.append((r["device"], r.get("runtime") or "torch",
+                      f"{f(r.get('best_train_acc'), '.4f')}/{f(r.get('best_train_loss'), '.4f')}",
                       f"{f(r.get('best_val_acc'), '.4f')}/{f(r.get('best_val_loss'), '.4f')}",
                       f(r["train_seconds_5_epochs"], ".1f"), f(r["test_acc"], ".4f"), f(r["test_loss"], ".4f"),
                       f(r["latency_ms_batch1"], ".3f"), f"{f(r['latency_ms_per_image_batch'], '.4f')} (b{r['batch_size']})",
                       f(r["score"], ".1f")))
-    return format_table(head, table) + "\nscore = test accuracy / seconds per image at batch 1"
+    threads = sorted({r["threads"] for r in rows if r.get("threads")})
+    note = f"; CPU rows on {'/'.join(map(str, threads))} thread(s)" if threads else ""
+    notes = [f"{device} ({', '.join(rts)}): {status}" for (device, status), rts in missing.items()]
+    return "\n".join([format_table(head, table), *notes,
+                      f"score = test accuracy / seconds per image at batch 1{note}"])

@@ -1,8 +1,12 @@
-"""`cnnlab predict RUN_DIR`: a leaderboard file of predicted labels.
+"""`cnnlab predict RUN_DIR|FILE`: a leaderboard file of predicted labels.
 
 predictions.csv: a header `id,label`, then one row per image of the split in dataset order;
 `id` counts from 0 and `label` is the predicted class index (see `classes` in the checkpoint,
 or the run's evaluation.json, for the names). `--names` writes class names instead.
+
+FILE is a model written by `cnnlab export` (.onnx on ONNX Runtime, TorchScript, .keras on Keras,
+.safetensors on PyTorch): it predicts on its recorded dataset, or on --dataset (same image shape and
+class count), without the run directory, and writes ./predictions.csv unless --out says otherwise.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from cnnlab.commands.common import add_json_flag, print_json
 def add_parser(sub):
     p = sub.add_parser("predict", help="write predictions.csv (id,label) for a leaderboard",
                        description=__doc__.split("\n\n", 1)[1], formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR|FILE", help="a run directory, or a model file from `cnnlab export`")
     p.add_argument("--split", choices=["test", "val", "train"], default="test")
-    p.add_argument("--out", help="output CSV (default RUN_DIR/predictions.csv)")
+    p.add_argument("--out", help="output CSV (default RUN_DIR/predictions.csv; for a FILE, ./predictions.csv)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--names", action="store_true", help="write class names instead of class indices")
     p.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (a FILE: where its runtime can run)")
+    p.add_argument("--dataset", help="FILE only: predict on this dataset instead of the recorded one, e.g. "
+                                     "imagefolder:PATH (same image shape and class count)")
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -32,9 +38,11 @@ def run(args) -> int:
 
     if args.out and Path(args.out).is_dir():
         raise CnnlabError(f"--out {args.out} is a directory: give the name of a CSV file to write")
-    info = predict_run(args.run_dir, args.split, args.checkpoint, args.out, args.names, args.data_dir, args.device)
+    info = predict_run(args.run_dir, args.split, args.checkpoint, args.out, args.names, args.data_dir, args.device,
+                       args.dataset)
     if args.json:
         print_json(info)
     else:
-        print(f"wrote {info['rows']} predictions for the {args.split} split to {info['predictions']}")
+        on = f" ({info['runtime']} on {info['device']})" if "runtime" in info else ""
+        print(f"wrote {info['rows']} predictions for the {args.split} split to {info['predictions']}{on}")
     return 0

@@ -36,9 +36,23 @@ FLAGS = {
     "--max-seconds": ("max_seconds", float, "stop once this much training time is spent (equal-time comparisons)"),
     "--ema": ("ema", float, "keep an exponential moving average of the weights with this decay (e.g. 0.999) and evaluate it"),
     "--precision": ("precision", str, "fp32 (default), bf16 (CPU or CUDA) or fp16 (CUDA)"),
-    "--threads": ("threads", int, "CPU threads for PyTorch (default: all cores)"),
+    "--threads": ("threads", int, "CPU threads for PyTorch and the Numba loader (default: all cores but one, at least 1)"),
     "--save-every-steps": ("save_every_steps", int, "write checkpoints/last.pt every N steps (default: every 60 s)"),
     "--out": ("out", str, "run directory (default runs/<model>-<dataset>-<time>)"),
+    "--pretrained": ("pretrained", str, "start from these weights: a cnnlab run directory or checkpoint, a PyTorch or "
+                                        "safetensors state dict (torchvision and timm layouts of resnet18/34/50 and "
+                                        "mobilenet_v2 too), or a URL, downloaded and cached (see docs/transfer.md)"),
+    "--pretrained-hash": ("pretrained_hash", str, "expected SHA-256 of the --pretrained file, sha256:HEX (8+ hex digits; "
+                                                  "or add #sha256=HEX to the source)"),
+    "--freeze": ("freeze", str, "none (default: fine-tune everything) or backbone (only the new head trains; frozen "
+                                "batch norms keep their statistics)"),
+    "--unfreeze-epochs": ("unfreeze_epochs", int, "with --freeze backbone: thaw the backbone block by block from the "
+                                                  "top, all of it after N epochs"),
+    "--backbone-lr-mult": ("backbone_lr_mult", float, "the pretrained backbone's learning rate as a multiple of --lr "
+                                                      "(default 1; e.g. 0.1 to fine-tune gently)"),
+    "--resize": ("resize", int, "resize images to SIZExSIZE inside the model, e.g. 32 for MNIST on a CIFAR base"),
+    "--input-channels": ("input_channels", int, "repeat 1-channel images to N channels inside the model, e.g. 3 for "
+                                                "an RGB base (default: fold the base's first convolution instead)"),
 }
 
 
@@ -52,9 +66,17 @@ def add_parser(sub):
     p.add_argument("--tta", action="store_true", default=None, help="evaluate with flip test-time augmentation")
     p.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory layout")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None,
+                   help="with several processes: batch-norm statistics over the whole global batch")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train with N processes on this machine (torchrun, DistributedDataParallel; one GPU each on "
+                        "CUDA, Gloo on CPUs); --batch-size stays the global batch (see docs/scaling.md)")
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic algorithms only: same-seed runs and resumed runs are bitwise equal on CUDA "
                         "too (slower on CUDA; CPU runs are exact without it)")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also log scalars, the first layer's filters and the graph to RUN_DIR/tensorboard/ "
+                        "(needs pip install 'cnnlab[tensorboard]'; view with: tensorboard --logdir runs)")
     p.add_argument("--config", metavar="FILE", help="a YAML file of TrainConfig keys (e.g. a run's config.yaml)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override any config key, values in YAML: --set schedule_args='{step_epochs: 2}'")
@@ -70,7 +92,7 @@ def config_from_args(args) -> TrainConfig:
     for field, _, _ in FLAGS.values():
         if getattr(args, field) is not None:
             base[field] = getattr(args, field)
-    for flag in ("nesterov", "tta", "channels_last", "compile", "deterministic"):
+    for flag in ("nesterov", "tta", "channels_last", "compile", "deterministic", "sync_bn", "tensorboard"):
         if getattr(args, flag):
             base[flag] = True
     for item in args.set:
@@ -96,10 +118,16 @@ def config_from_args(args) -> TrainConfig:
 def run(args) -> int:
     from cnnlab.train.loop import train
 
+    if args.nproc is not None:
+        from cnnlab.train.launch import launch
+
+        return launch(args.nproc, _argv_without_nproc(args.argv), threads=args.threads)
+
     if args.resume:
         may_change = {"--lr", "--grad-clip"}
         given = [f for f in FLAGS if getattr(args, FLAGS[f][0]) is not None and f not in may_change]
-        given += [f"--{f.replace('_', '-')}" for f in ("nesterov", "tta", "channels_last", "compile", "deterministic")
+        given += [f"--{f.replace('_', '-')}" for f in ("nesterov", "tta", "channels_last", "compile", "deterministic",
+                                                         "sync_bn", "tensorboard")
                   if getattr(args, f)] + (["--config"] if args.config else [])
         if given or args.set:
             raise CnnlabError(f"--resume continues a run with its own config (only --lr and --grad-clip may change); "
@@ -111,3 +139,19 @@ def run(args) -> int:
     if args.json:
         print_json(summary)
     return 0
+
+
+def _argv_without_nproc(argv) -> list[str]:
+    """This command's arguments as typed, less --nproc: what each process runs."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        out.append(a)
+    return out

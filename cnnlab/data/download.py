@@ -22,8 +22,9 @@ def md5sum(path, chunk=1 << 20) -> str:
     return h.hexdigest()
 
 
-def download(remote, dest: Path, timeout: float = 30.0) -> None:
-    """Download `remote` to `dest`; `dest` appears only complete and verified."""
+def download(remote, dest: Path, timeout: float = 30.0, verify=None) -> None:
+    """Download `remote` to `dest`; `dest` appears only complete and verified: against `remote.md5`
+    when it has one, and by `verify(path)` (which raises a DataError) when given."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
@@ -36,10 +37,12 @@ def download(remote, dest: Path, timeout: float = 30.0) -> None:
                     while block := resp.read(1 << 16):
                         out.write(block)
                         bar.update(len(block))
-        got = md5sum(tmp)
-        if got != remote.md5:
+        got = md5sum(tmp) if remote.md5 else None
+        if remote.md5 and got != remote.md5:
             raise DataError(f"downloaded {remote.name} has MD5 {got}, not the official {remote.md5}: "
                             "the download was damaged; run again")
+        if verify is not None:
+            verify(tmp)
         os.replace(tmp, dest)
     except DataError:
         raise

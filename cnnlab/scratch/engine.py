@@ -58,7 +58,9 @@ class ScratchEngine:
     name = "scratch"
     # What the NumPy engine does not do, with the value each key must keep. It computes on the
     # CPU in float32, in one deterministic order, so `deterministic` needs nothing from it.
-    UNSUPPORTED = {"ema": None, "tta": False, "precision": "fp32", "channels_last": False, "compile": False}
+    UNSUPPORTED = {"ema": None, "tta": False, "precision": "fp32", "channels_last": False, "compile": False,
+                   "sync_bn": False, "pretrained": None, "pretrained_hash": None, "freeze": "none",
+                   "unfreeze_epochs": None, "backbone_lr_mult": 1.0, "resize": None, "input_channels": None}
 
     def __init__(self, config, num_classes: int, in_shape, steps_per_epoch: int, backend: str | None = None,
                  dtype=np.float32):
@@ -138,6 +140,6 @@ class ScratchEngine:
         spec_of(config)
 
     @classmethod
-    def build(cls, config, num_classes: int, in_shape, steps_per_epoch: int, device=None) -> "ScratchEngine":
+    def build(cls, config, num_classes: int, in_shape, steps_per_epoch: int, device=None, world=None) -> "ScratchEngine":
         """The trainer's entry point. The scratch engine computes on the CPU whatever `device` says."""
         return cls(config, num_classes, in_shape, steps_per_epoch)

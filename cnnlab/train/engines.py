@@ -3,7 +3,7 @@
     ENGINES["torch"]    cnnlab.train.torch_engine.TorchEngine   (PyTorch: the model zoo, GPU, tricks)
     ENGINES["scratch"]  cnnlab.scratch.engine.ScratchEngine     (the from-scratch NumPy engine)
 
-An engine class offers `build(config, num_classes, in_shape, steps_per_epoch, device)`, the
+An engine class offers `build(config, num_classes, in_shape, steps_per_epoch, device, world)`, the
 Engine interface of `cnnlab.train.torch_engine`, `UNSUPPORTED` (config keys it does not do, with
 the value they must keep) and `check(config)` (its own options, checked without building a model).
 """
@@ -23,5 +23,5 @@ def engine_class(name: str):
     return ENGINES[name]
 
 
-def build_engine(config, num_classes, in_shape, steps_per_epoch, device):
-    return engine_class(config.engine).build(config, num_classes, in_shape, steps_per_epoch, device=device)
+def build_engine(config, num_classes, in_shape, steps_per_epoch, device, world=None):
+    return engine_class(config.engine).build(config, num_classes, in_shape, steps_per_epoch, device=device, world=world)

@@ -19,33 +19,17 @@ behaves as one never stopped. `model_state = True` marks state that belongs with
 (the weight average): it is also restored with the best weights for the test evaluation.
 
 The built-in hooks below are the trainer's own features; `default_hooks(config)` lists them in
-the order they run. The `Checkpointer` always runs last, so what it saves includes every other
-hook's work for that step or epoch.
+the order they run (with `TransferHook` from cnnlab.train.transfer for `--pretrained`, and
+`TensorBoardLogger` from cnnlab.train.tensorboard for `--tensorboard`).
+The `Checkpointer` always runs last, so what it saves includes every other hook's work for that
+step or epoch.
 """
 
 from __future__ import annotations
 
 import time
 
-
-class Hook:
-    name: str | None = None
-    model_state = False
-
-    def on_start(self, t): ...
-
-    def on_step(self, t, loss: float, n: int): ...
-
-    def on_epoch_end(self, t, row: dict): ...
-
-    def on_checkpoint(self, t, path, which: str): ...
-
-    def on_end(self, t, summary: dict): ...
-
-    def state_dict(self):
-        return None
-
-    def load_state_dict(self, state): ...
+from cnnlab.train.hookbase import Hook  # noqa: F401  the base class lives there so hook modules need not import this one
 
 
 class WeightAverage(Hook):
@@ -136,10 +120,18 @@ class Checkpointer(Hook):
 def default_hooks(config) -> list[Hook]:
     """The built-in hooks a config asks for, in running order, without the Checkpointer."""
     hooks = []
+    if config.pretrained:  # first: the weights are loaded before any other hook copies them (the weight average)
+        from cnnlab.train.transfer import TransferHook
+
+        hooks.append(TransferHook(config))
     if config.ema:
         hooks.append(WeightAverage(config.ema))
     if config.max_seconds:
         hooks.append(TimeBudget(config.max_seconds))
     if config.early_stop is not None:
         hooks.append(EarlyStop(config.early_stop))
+    if config.tensorboard:
+        from cnnlab.train.tensorboard import TensorBoardLogger
+
+        hooks.append(TensorBoardLogger())
     return hooks

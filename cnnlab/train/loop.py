@@ -39,6 +39,7 @@ from cnnlab.evaluate import evaluate_logits
 from cnnlab.rundir import RunDir
 from cnnlab.train.engines import build_engine
 from cnnlab.train.hooks import Checkpointer, Hook, default_hooks
+from cnnlab.train.distributed import broadcast, join, leave, share, sum_values, world_from_env
 from cnnlab.train.progress import EpochTable, StepBar
 from cnnlab.train.validate import validate
 
@@ -158,11 +159,19 @@ def _warn(msg):
 class Trainer:
     def __init__(self, config: TrainConfig | None, resume=None, quiet=False, hooks=(), overrides=None):
         self.run, self.ckpt, self.overrides = None, None, dict(overrides or {})
+        self.world = world_from_env()  # several processes under torchrun; rank 0 writes
+        self.main = self.world.main
         if resume is not None:
             self.run, self.ckpt, config, self.replaced = _open_resume(resume, self.overrides)
         elif self.overrides:
             raise CnnlabError("overrides are for a resumed run: put the values in the config instead")
-        self.config = validate(config, new_run=resume is None)
+        self.config = validate(config, new_run=resume is None and self.main)
+        if self.world.distributed:
+            if self.config.engine != "torch":
+                raise CnnlabError(f"the {self.config.engine} engine trains in one process: drop --nproc or use --engine torch")
+            if self.config.batch_size % self.world.size:
+                raise CnnlabError(f"--batch-size {self.config.batch_size} does not split evenly over {self.world.size} "
+                                  f"processes: use a multiple of {self.world.size}")
         self.quiet = quiet
         self.extra_hooks = list(hooks)
         for h in self.extra_hooks:
@@ -177,13 +186,17 @@ class Trainer:
         from cnnlab.data.loader import BatchLoader
 
         config = self.config
-        if self.run is not None:  # a resumed run: one trainer at a time
+        if self.run is not None and self.main:  # a resumed run: one trainer at a time
             self._enter(self.run.lock())
         if config.dataset.lower().startswith("imagefolder:") and self.ckpt is None:
             # stored absolute, so the run can be evaluated from any folder
             config.dataset = "imagefolder:" + str(Path(config.dataset.split(":", 1)[1]).expanduser().resolve())
         self.determinism = configure_determinism(config.deterministic)
         self.device = resolve_device(config.device)
+        if self.world.distributed and self.device.type == "cuda":  # one GPU per process
+            self.device = torch.device("cuda", self.world.local_rank)
+            torch.cuda.set_device(self.device)
+        self.world = join(self.world, self.device)
         seed_everything(config.seed)
         self.data = data = load_dataset(config.dataset, config.data_dir, config.val_size, config.seed, config.subset)
         if config.subset is not None and config.subset > len(data.train):
@@ -196,10 +209,11 @@ class Trainer:
                                   augment=config.augment, device=self.device,
                                   drop_last=len(data.train) >= config.batch_size)
         self.loader.warm_up()
-        if config.threads:  # after the loader's warm-up, which would undo it (see BatchLoader.warm_up)
-            torch.set_num_threads(config.threads)
+        from cnnlab.device import set_threads  # after the loader's warm-up, which would undo it (see BatchLoader.warm_up)
+        self.threads = set_threads(config.threads)  # torch's and Numba's threads, cnnlab.device.choose_threads
         self.steps_per_epoch = len(self.loader)
-        self.engine = build_engine(config, data.num_classes, data.shape, self.steps_per_epoch, self.device)
+        self.engine = build_engine(config, data.num_classes, data.shape, self.steps_per_epoch, self.device, self.world)
+        self.share = share(config.batch_size, self.world) if self.world.distributed else slice(None)
         self.meta = {"classes": data.classes, "mean": list(data.mean), "std": list(data.std),
                      "shape": list(data.shape), "num_classes": data.num_classes}
         self.hooks = default_hooks(config) + self.extra_hooks + [
@@ -208,20 +222,30 @@ class Trainer:
             self._start_new()
         else:
             self._restore()
-            self.run.write_config(self.config)  # a changed --lr or --grad-clip is the run's config from here on
-        self.table = EpochTable(self.run, quiet=self.quiet)
+            if self.main:  # a changed --lr or --grad-clip is the run's config from here on
+                self.run.write_config(self.config)
+        self.table = EpochTable(self.run if self.main else None, quiet=self.quiet or not self.main)
         for key, value in self.overrides.items():
             self.log(f"resumed with {key} = {value} (was {self.replaced[key]}): from here the run differs from an "
                      "uninterrupted one")
         if self.ckpt is None:
             self.log(f"cnnlab: training {config.model} ({self.param_count():,} parameters) on {config.dataset} "
                      f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test images) "
-                     f"with {config.engine} on {self.device}; run directory {self.run.path}")
+                     f"with {config.engine} on {self.device}"
+                     f"{f' x {self.world.size} processes ({self.world.backend})' if self.world.distributed else ''}; "
+                     f"run directory {self.run.path}")
         else:
             p = self.progress
             self.log(f"resumed at epoch {p.epoch + 1}, batch {p.batch} (step {p.step})")
 
     def _start_new(self):
+        if not self.main:  # rank 0 makes the run directory; the others learn where it is
+            self.run = RunDir(broadcast(self.world, None))
+            self.config.out = str(self.run.path)
+            self.progress = Progress()
+            for h in self.hooks:
+                h.on_start(self)
+            return
         if self.run is None:  # a new run
             self.run = self._new_run_dir()
             self.config.out = str(self.run.path)
@@ -235,6 +259,7 @@ class Trainer:
             shutil.rmtree(self.run.checkpoints, ignore_errors=True)
         self.run.create()
         self.run.write_config(self.config)
+        broadcast(self.world, str(self.run.path))
         self.progress = Progress()
         for h in self.hooks:
             h.on_start(self)
@@ -260,6 +285,15 @@ class Trainer:
     def close(self):
         while self._contexts:
             self._contexts.pop().__exit__(None, None, None)
+        if self.world.distributed:
+            # the DDP wrapper goes before its process group: freed after it, its destructor hangs (measured)
+            engine = getattr(self, "engine", None)
+            if engine is not None and hasattr(engine, "release"):
+                engine.release()
+            import gc
+
+            gc.collect()
+            leave(self.world)
 
     def _restore(self, ckpt=None, model_only=False):
         ckpt = ckpt or self.ckpt
@@ -273,7 +307,8 @@ class Trainer:
         if not model_only:
             set_rng_state(ckpt["rng"])
             self.progress = Progress.from_dict(ckpt["progress"])
-            self.run.truncate_to(self.progress.step, self.progress.epoch)
+            if self.main:
+                self.run.truncate_to(self.progress.step, self.progress.epoch)
         for h in self.hooks:
             if not model_only:
                 h.on_start(self)
@@ -291,8 +326,10 @@ class Trainer:
         self.table.message(line)
 
     def param_count(self, trainable_only=False) -> int:
-        return sum(p.numel() for p in self.engine.torch_model().parameters()
-                   if p.requires_grad or not trainable_only)
+        # trainable: of the trained model (the weight average's copy has no gradients of its own)
+        model = getattr(self.engine, "model", None) if trainable_only else None
+        model = model if isinstance(model, torch.nn.Module) else self.engine.torch_model()
+        return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
     def train_seconds(self) -> float:
         """Training seconds so far: finished epochs plus the running one."""
@@ -307,6 +344,9 @@ class Trainer:
     def save(self, which: str):
         """Write checkpoints/<which>.pt; the iteration rows so far are written first, so the files
         end exactly where the checkpoint does."""
+        if not self.main:  # rank 0 writes the run directory
+            self._rows = []
+            return
         if self._in_epoch:
             self.progress.seconds = time.perf_counter() - self._t0
         self.run.append_iterations(self._rows)
@@ -321,6 +361,13 @@ class Trainer:
             h.on_checkpoint(self, path, which)
 
     def evaluate(self, split) -> dict:
+        """Accuracy and loss on a split. With several processes rank 0 evaluates and tells the others,
+        so every process takes the same decisions (best epoch, early stop)."""
+        if not self.world.distributed:
+            return self._evaluate(split)
+        return broadcast(self.world, self._evaluate(split) if self.main else None)
+
+    def _evaluate(self, split) -> dict:
         from cnnlab.data.loader import BatchLoader
 
         if len(split) == 0:
@@ -350,26 +397,40 @@ class Trainer:
         self.bar.start_epoch(epoch, self.config.epochs, p.batch)
         self._in_epoch, self._t0 = True, time.perf_counter() - p.seconds
         for x, y in self.loader.epoch(epoch, start=p.batch):
+            x, y = x[self.share], y[self.share]  # this process's share of the global batch
             loss, correct = self.engine.train_step(x, y)
+            n = len(y)
+            if self.world.distributed:  # the global batch's figures, and stop flags every process obeys
+                loss_sum, correct, n, signal_stop = sum_values(
+                    self.world, [loss * n, correct, n, float(bool(self.signals.stop))])
+                loss, correct, n = loss_sum / n, int(correct), int(n)
+                if signal_stop and not self.signals.stop:
+                    self.signals.stop = "a signal to another process"
             if not math.isfinite(loss):
                 self._diverged(loss)
             p.step, p.batch = p.step + 1, p.batch + 1
-            p.loss_sum, p.correct, p.seen = p.loss_sum + loss * len(y), p.correct + correct, p.seen + len(y)
+            p.loss_sum, p.correct, p.seen = p.loss_sum + loss * n, p.correct + correct, p.seen + n
             lr = self.engine.lr()
             self._rows.append([p.step, epoch + 1, f"{loss:.6g}", f"{lr:.6g}"])
-            self.bar.update(loss, p.correct / p.seen, len(y), lr)
+            self.bar.update(loss, p.correct / p.seen, n, lr)
             for h in self.hooks:
-                h.on_step(self, loss, len(y))
+                h.on_step(self, loss, n)
+            if self.world.distributed and not self.stopping:  # a hook's stop on one process holds for all
+                self.stopping = bool(sum_values(self.world, [float(self.stopping)])[0])
+                if self.stopping:
+                    self.progress.done = True
             if self.stopping:
                 break
             if self.signals.stop:
                 self.save("last")
                 self._interrupted(f"at epoch {epoch + 1}, batch {p.batch}")
-        self.run.append_iterations(self._rows)
+        if self.main:
+            self.run.append_iterations(self._rows)
         self._rows = []
 
     def _diverged(self, loss):
-        self.run.append_iterations(self._rows)
+        if self.main:
+            self.run.append_iterations(self._rows)
         self._rows = []
         p = self.progress
         kept = self.run.last if self.run.last.exists() else None
@@ -377,7 +438,8 @@ class Trainer:
                f"rate, e.g. cnnlab train --resume {self.run.path} --lr {self.engine_lr() / 10:g} (or add --grad-clip); "
                + (f"it goes on from the last good checkpoint, {kept}" if kept else
                   "no checkpoint was written before it, so the run starts again"))
-        self.run.log(f"stopped: {why}")
+        if self.main:
+            self.run.log(f"stopped: {why}")
         raise TrainingDiverged(why)
 
     def _end_epoch(self):
@@ -387,7 +449,8 @@ class Trainer:
         val = self.evaluate(self.data.val)
         row = dict(epoch=p.epoch + 1, train_loss=p.loss_sum / max(1, p.seen), train_acc=p.correct / max(1, p.seen),
                    val_loss=val["loss"], val_acc=val["accuracy"], lr=self.engine.lr(), seconds=seconds)
-        self.run.append_metrics(row)
+        if self.main:
+            self.run.append_metrics(row)
         self.table.row(row, images_per_s=p.seen / max(seconds, 1e-9))
         self.improved = val["accuracy"] > p.best_val_acc or math.isnan(val["accuracy"])
         p.epoch, p.batch, p.loss_sum, p.correct, p.seen, p.seconds = p.epoch + 1, 0, 0.0, 0, 0, 0.0
@@ -405,17 +468,30 @@ class Trainer:
 
     def _interrupted(self, where: str):
         why = f"stopped by {self.signals.stop} {where}; continue with: cnnlab train --resume {self.run.path}"
-        self.run.log(why)
+        if self.main:
+            self.run.log(why)
         raise Interrupted(why)
 
     # ---- phase 3: finish ------------------------------------------------------------------
 
     def finish(self) -> dict:
         """The test evaluation with the best-validation weights, then summary.json."""
+        if self.main:
+            self._restore(load_checkpoint(self.run.best), model_only=True)
+        test = self.evaluate(self.data.test)
+        summary = self._summary(test) if self.main else None
+        summary = broadcast(self.world, summary)
+        for h in self.hooks:
+            h.on_end(self, summary)
+        if self.main:
+            self.run.write_summary(summary)
+        self.log(f"test accuracy: {100 * test['accuracy']:.2f}% (loss {test['loss']:.4f}, {len(self.data.test)} "
+                 f"images, best epoch {self.progress.best_epoch})")
+        return summary
+
+    def _summary(self, test: dict) -> dict:
         from cnnlab.envinfo import provenance
 
-        self._restore(load_checkpoint(self.run.best), model_only=True)
-        test = self.evaluate(self.data.test)
         metrics = self.run.read_metrics()
         p = self.progress
         train_seconds = sum(m["seconds"] for m in metrics)
@@ -428,13 +504,8 @@ class Trainer:
             "params": self.param_count(), "trainable_params": self.param_count(trainable_only=True),
             "final_train_acc": metrics[-1]["train_acc"] if metrics else None,
             "stop_reason": p.stop_reason or f"trained {len(metrics)} epochs",
-            "deterministic": self.determinism, **provenance(),
+            "world_size": self.world.size, "deterministic": self.determinism, "threads": self.threads, **provenance(),
         }
-        for h in self.hooks:
-            h.on_end(self, summary)
-        self.run.write_summary(summary)
-        self.log(f"test accuracy: {100 * test['accuracy']:.2f}% (loss {test['loss']:.4f}, {len(self.data.test)} "
-                 f"images, best epoch {p.best_epoch})")
         return summary
 
 

@@ -28,14 +28,23 @@ _TORCH = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch
           "adadelta": torch.optim.Adadelta, "rmsprop": torch.optim.RMSprop}
 
 
-def param_groups(model, weight_decay: float):
-    decay, no_decay = [], []
+def param_groups(model, weight_decay: float, lr_scale: dict | None = None):
+    """Weights (decayed) and biases/norms (not), of the parameters that train. `lr_scale` (parameter
+    -> factor, e.g. a pretrained backbone's `backbone_lr_mult`) puts the scaled parameters in groups
+    of their own, after the unscaled ones, each with its factor as "lr_scale"."""
+    decay, no_decay, scaled = [], [], {}
     for p in model.parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+            factor = float(lr_scale.get(p, 1.0)) if lr_scale else 1.0
+            if factor == 1.0:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+            else:
+                scaled.setdefault((factor, p.ndim >= 2), []).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
+    for (factor, decayed), params in scaled.items():
+        groups.append({"params": params, "weight_decay": weight_decay if decayed else 0.0, "lr_scale": factor})
     return groups
 
 
@@ -44,7 +53,7 @@ def optimizer_names() -> list[str]:
 
 
 def build_optimizer(model, name: str, lr: float | None = None, momentum: float = 0.9, nesterov: bool = False,
-                    weight_decay: float = 0.0, **args) -> torch.optim.Optimizer:
+                    weight_decay: float = 0.0, lr_scale: dict | None = None, **args) -> torch.optim.Optimizer:
     name = name.lower()
     if name not in DEFAULT_LR:
         raise CnnlabError(f"unknown optimizer '{name}': choose one of {', '.join(optimizer_names())}")
@@ -53,7 +62,10 @@ def build_optimizer(model, name: str, lr: float | None = None, momentum: float =
         raise CnnlabError(f"learning rate must be positive, got {lr}")
     args = dict(args)
     la_k, la_alpha = args.pop("lookahead_k", None), args.pop("lookahead_alpha", None)
-    groups = param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay, lr_scale)
+    for g in groups:
+        if "lr_scale" in g:
+            g["lr"] = lr * g["lr_scale"]
     try:
         if name in ("momentum", "nesterov"):
             opt = torch.optim.SGD(groups, lr=lr, momentum=momentum or 0.9, nesterov=name == "nesterov", **args)

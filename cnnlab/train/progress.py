@@ -22,7 +22,8 @@ class EpochTable:
         self.run, self.quiet = run, quiet
 
     def _emit(self, line):
-        self.run.log(line)
+        if self.run is not None:  # None: a process that writes nothing (not rank 0)
+            self.run.log(line)
         if not self.quiet:
             tqdm.write(line, file=sys.stdout)
 

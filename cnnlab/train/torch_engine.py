@@ -8,7 +8,9 @@ The Engine interface the trainer drives (`cnnlab.train.engines` lists the engine
     lr(), state_dict(), load_state_dict(d), torch_model()
 
 `eval_module`, when a hook sets it (the weight average of `cnnlab.train.hooks.WeightAverage`),
-is the module that is evaluated and saved instead of the trained one.
+is the module that is evaluated and saved instead of the trained one. `transfer`, with
+`--pretrained`, is the model's cnnlab.train.transfer.Transfer: what trains at each epoch, the
+backbone's learning-rate factor, and the frozen batch norms `train_step` keeps in evaluation mode.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import torch
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import flip_tta
 from cnnlab.models import create_model
+from cnnlab.models.adapt import adapt_input, model_input_shape
 from cnnlab.losses import make_loss
 from cnnlab.train.optim import build_optimizer
 from cnnlab.train.schedules import build_schedule
+from cnnlab.train.transfer import Transfer
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -32,28 +36,46 @@ class TorchEngine:
     # config keys this engine ignores, with the value they must keep (none: it supports them all)
     UNSUPPORTED = {"backend": None}
 
-    def __init__(self, config, num_classes, in_shape, steps_per_epoch, device="cpu"):
+    def __init__(self, config, num_classes, in_shape, steps_per_epoch, device="cpu", world=None):
         self.device = torch.device(device)
         if config.precision not in PRECISIONS:
             raise CnnlabError(f"unknown precision '{config.precision}': choose fp32, bf16 or fp16")
         if config.precision == "fp16" and self.device.type != "cuda":
             raise CnnlabError("fp16 training needs a CUDA device: use --precision bf16 on the CPU")
         self.amp_dtype = PRECISIONS[config.precision]
-        c, h, w = in_shape
-        self.model = create_model(config.model, num_classes=num_classes, in_channels=c, input_size=(h, w),
-                                  **config.model_args).to(self.device)
+        # --resize / --input-channels: the model adapts the dataset's images itself (cnnlab.models.adapt)
+        c, h, w = model_input_shape(in_shape, config.resize, config.input_channels)
+        self.model = adapt_input(create_model(config.model, num_classes=num_classes, in_channels=c, input_size=(h, w),
+                                              **config.model_args), in_shape, config.resize,
+                                 config.input_channels).to(self.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
+        distributed = world is not None and world.distributed
+        if distributed and config.sync_bn:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.loss_fn = make_loss(config.loss or self.model.loss_name, config.label_smoothing)
+        # --pretrained: the head, the backbone and what trains when (cnnlab.train.transfer; the weights
+        # themselves are loaded by its hook on a new run)
+        self.transfer = Transfer(self.model, config, distributed) if config.pretrained else None
         self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, momentum=config.momentum,
                                          nesterov=config.nesterov, weight_decay=config.weight_decay,
+                                         lr_scale=self.transfer.lr_scale() if self.transfer else None,
                                          **config.optimizer_args)
         self.schedule = build_schedule(self.optimizer, config.schedule, total_steps=config.epochs * steps_per_epoch,
                                        steps_per_epoch=steps_per_epoch, **config.schedule_args)
         self.eval_module = None  # set by the weight-average hook
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
-        # The compiled wrapper shares its parameters with self.model, which stays the one saved.
-        self.forward = torch.compile(self.model) if config.compile else self.model
+        # The DDP and compiled wrappers share their parameters with self.model, which stays the one saved.
+        trained = self.model
+        if self.transfer is not None:  # frozen before the DDP wrapper, which takes the parameters that train
+            self.transfer.set_epoch(0)
+        if distributed:
+            from cnnlab.train.distributed import data_parallel
+
+            trained = data_parallel(self.model, world, self.device)
+        self.forward = torch.compile(trained) if config.compile else trained
+        # evaluation runs on one process: through the model itself, never the DDP wrapper's collectives
+        self.eval_forward = self.model if distributed else self.forward
         self.grad_clip, self.tta = config.grad_clip, config.tta
 
     def _autocast(self):
@@ -66,6 +88,8 @@ class TorchEngine:
 
     def train_step(self, x, y):
         self.model.train()
+        if self.transfer is not None:  # a frozen backbone's batch norms keep their statistics
+            self.transfer.hold_norms()
         with self._autocast():
             scores = self.forward(self._input(x))
             loss = self.loss_fn(scores.float(), y)
@@ -82,7 +106,7 @@ class TorchEngine:
     @torch.no_grad()
     def eval_logits(self, x):
         model = self.torch_model().eval()
-        fn = model if self.eval_module is not None else self.forward
+        fn = model if self.eval_module is not None else self.eval_forward
         with self._autocast():
             x = self._input(x)
             return (flip_tta(fn, x) if self.tta else fn(x)).float()
@@ -90,13 +114,18 @@ class TorchEngine:
     def lr(self):
         return self.optimizer.param_groups[0]["lr"]
 
+    def release(self):
+        """Drop the DistributedDataParallel wrapper (before its process group is destroyed)."""
+        self.forward = self.eval_forward = self.model
+
     def set_base_lr(self, lr: float):
         """A new base learning rate for the rest of the run (a resume with --lr): the schedule's
         curve is kept, scaled to the new base."""
-        self.schedule.base_lrs = [lr for _ in self.optimizer.param_groups]
+        self.schedule.base_lrs = [lr * g.get("lr_scale", 1.0) for g in self.optimizer.param_groups]
         factor = self.schedule.lr_lambdas[0](self.schedule.last_epoch)
-        for g in self.optimizer.param_groups:
-            g["initial_lr"], g["lr"] = lr, lr * factor
+        for g in self.optimizer.param_groups:  # a scaled group (--backbone-lr-mult) keeps its factor
+            g["initial_lr"] = lr * g.get("lr_scale", 1.0)
+            g["lr"] = g["initial_lr"] * factor
 
     def state_dict(self):
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -120,5 +149,5 @@ class TorchEngine:
                         nesterov=config.nesterov, weight_decay=config.weight_decay, **config.optimizer_args)
 
     @classmethod
-    def build(cls, config, num_classes, in_shape, steps_per_epoch, device="cpu") -> "TorchEngine":
-        return cls(config, num_classes, in_shape, steps_per_epoch, device)
+    def build(cls, config, num_classes, in_shape, steps_per_epoch, device="cpu", world=None) -> "TorchEngine":
+        return cls(config, num_classes, in_shape, steps_per_epoch, device, world)

@@ -4,8 +4,9 @@
 
 Checks, in order: types (`TrainConfig.check_types`), ranges (the RANGES table), names (engine,
 dataset, loss, optimizer, schedule, precision, device, augmentation, model or spec), what the
-chosen engine supports (its `UNSUPPORTED` table and its own `check`), and that `out` can take a
-new run. `cnnlab train` (flags, --config, --set), study files and `cnnlab.train.loop.train`
+chosen engine supports (its `UNSUPPORTED` table and its own `check`), the transfer-learning
+options' rules (cnnlab.train.transfer.check_transfer), that `out` can take a new run, and for a
+new run the `--pretrained` source, read and matched against the model (check_source). `cnnlab train` (flags, --config, --set), study files and `cnnlab.train.loop.train`
 (the Python API) all go through here, so the same mistake gives the same line everywhere.
 """
 
@@ -37,6 +38,10 @@ RANGES = {
     "seed": (lambda v: 0 <= v < 2**63, "a non-negative integer"),
     "threads": (lambda v: v >= 1, "at least 1"),
     "save_every_steps": (lambda v: v >= 1, "at least 1 step"),
+    "resize": (lambda v: 1 <= v <= 4096, "a side in pixels, e.g. 32"),
+    "input_channels": (lambda v: 1 <= v <= 64, "a channel count, e.g. 3"),
+    "unfreeze_epochs": (lambda v: v >= 1, "at least 1 epoch"),
+    "backbone_lr_mult": (lambda v: _finite(v) and v > 0, "a positive factor, e.g. 0.1"),
 }
 FLAG = {"batch_size": "--batch-size", "eval_batch_size": "eval_batch_size", "weight_decay": "--weight-decay",
         "label_smoothing": "--label-smoothing", "grad_clip": "--grad-clip", "early_stop": "--early-stop",
@@ -151,14 +156,26 @@ def check_out(config: TrainConfig):
         raise CnnlabError(f"run directory {out} already exists: resume it with --resume {out}, or choose another --out")
 
 
-def validate(config: TrainConfig, where: str = "config", new_run: bool = True) -> TrainConfig:
-    """Check `config` completely; return it (types normalised). `new_run=False` skips the --out check."""
+def validate(config: TrainConfig, where: str = "config", new_run: bool = True,
+             read_source: bool | None = None) -> TrainConfig:
+    """Check `config` completely; return it (types normalised). `new_run=False` skips the --out check
+    and, unless `read_source=True` (a study, before its runs start), reading the --pretrained source
+    (a resumed run has the weights in its checkpoints)."""
+    from cnnlab.train.transfer import check_source, check_transfer
+
     if not isinstance(config, TrainConfig):
         raise CnnlabError(f"a training config must be a TrainConfig, got {type(config).__name__}")
     config.check_types(where)
     check_ranges(config)
     check_names(config)
     check_engine_support(config)
+    check_transfer(config)
+    if config.tensorboard:
+        from cnnlab.train.tensorboard import require_tensorboard
+
+        require_tensorboard()
     if new_run:
         check_out(config)
+    if new_run if read_source is None else read_source:
+        check_source(config)  # --pretrained read and matched against the model, before any run directory exists
     return config

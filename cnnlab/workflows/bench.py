@@ -1,14 +1,23 @@
-"""Measured figures of a trained run on the devices at hand.
+"""Measured figures of a trained run (or an exported model file) per device and runtime.
 
-Per device: (optionally) the time to train the run's configuration for 5 epochs, test
-accuracy and loss, and inference latency per image at batch 1 and at a larger batch
-(warm-up runs first, then the median of many timed runs, synchronising the GPU around
-each). Score = test accuracy / latency per image at batch 1 (in seconds).
+Per device and runtime (PyTorch eager `torch`, `torchscript`, `onnxruntime`, `keras`): (optionally)
+the time to train the run's configuration for 5 epochs, test accuracy and loss on that runtime, and
+inference latency per image at batch 1 and at a larger batch. Every runtime is timed the same way:
+its input is placed once (on the GPU for CUDA, with ONNX Runtime's I/O binding), then each timed call
+is one synchronous pass (the GPU synchronised after it), after warm-up calls; runtimes are measured
+in interleaved rounds, so a shared machine's load falls on all of them alike, and the figure is the
+median call. ONNX Runtime gets as many intra-op threads as PyTorch. Score = test accuracy / latency
+per image at batch 1 (in seconds).
+
+A run directory runs on any runtime: the model is converted in memory with the code `cnnlab export`
+uses. An exported file runs on its own runtime (a safetensors file, which rebuilds the PyTorch model,
+on any).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import statistics
 import tempfile
 import time
@@ -18,12 +27,17 @@ import torch
 
 from cnnlab.device import synchronize
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import evaluate
+from cnnlab.evaluate import evaluate_logits, predict_logits
+from cnnlab.io import atomic_write_text, write_csv
 from cnnlab.rundir import RunDir, load_run
+from cnnlab.workflows.export import export_metadata, load_for_runtime, predictor_for_model, prepare
+from cnnlab.workflows.runtimes import FILE_RUNTIMES, NATIVE_RUNTIME, RUNTIMES, file_split, read_metadata, sniff_format
 
+# new columns go at the end, so files read by position keep their meaning
 COLUMNS = ("device", "status", "best_train_acc", "best_train_loss", "best_val_acc", "best_val_loss",
            "train_seconds_5_epochs", "test_acc", "test_loss", "latency_ms_batch1", "batch_size",
-           "latency_ms_per_image_batch", "score")
+           "latency_ms_per_image_batch", "score", "runtime", "threads", "source")
+DEFAULT_ROUNDS = 7
 
 
 def device_unavailable(name: str) -> str | None:
@@ -86,40 +100,153 @@ def _train_seconds(config, device: str) -> float:
         return time.perf_counter() - t0
 
 
+def measure_interleaved(fns: dict, rounds: int = DEFAULT_ROUNDS, round_seconds: float = 0.15, warmup: int = 3) -> dict:
+    """Median seconds per call of each zero-argument function, measured in interleaved rounds.
+
+    Each function is warmed up, then every round times each function's calls one by one (as many
+    as fit in about `round_seconds`, at least one), the order reversed every other round; a
+    machine's changing load then reaches every function alike."""
+    if rounds < 1:
+        raise CnnlabError(f"--rounds must be at least 1, got {rounds}")
+    reps = {}
+    for key, fn in fns.items():
+        for _ in range(warmup):
+            fn()
+        t0 = time.perf_counter()
+        fn()
+        reps[key] = int(min(200, max(1, round_seconds / max(time.perf_counter() - t0, 1e-6))))
+    times = {key: [] for key in fns}
+    keys = list(fns)
+    for r in range(rounds):
+        for key in (keys if r % 2 == 0 else keys[::-1]):
+            fn = fns[key]
+            for _ in range(reps[key]):
+                t0 = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - t0)
+    return {key: statistics.median(v) for key, v in times.items()}
+
+
+def parse_runtimes(runtimes) -> tuple:
+    if isinstance(runtimes, str):
+        runtimes = [r.strip().lower() for r in runtimes.split(",") if r.strip()]
+    runtimes = tuple(dict.fromkeys(runtimes))  # in order, once each
+    if not runtimes:
+        raise CnnlabError(f"--runtimes is empty: give e.g. torch,torchscript,onnxruntime")
+    for r in runtimes:
+        if r not in RUNTIMES:
+            raise CnnlabError(f"unknown runtime '{r}' in --runtimes: choose from {', '.join(RUNTIMES)}")
+    return runtimes
+
+
 def bench_run(run_dir, devices=("cpu", "cuda"), batch_size: int = 256, do_train: bool = False, write: bool = True,
-              data_dir=None) -> list[dict]:
+              data_dir=None, runtimes=None, rounds: int = DEFAULT_ROUNDS, out=None, threads: int | None = None) -> list[dict]:
+    """One row per device and runtime. `run_dir` is a run directory or a file `cnnlab export` wrote.
+    `threads` sets the CPU threads of every runtime (default: PyTorch's). With `write`, a run's rows go
+    to RUN_DIR/bench.csv and bench.json (and to `out`, a CSV path, when given)."""
     if batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {batch_size}")
+    if rounds < 1:
+        raise CnnlabError(f"--rounds must be at least 1, got {rounds}")
+    if threads is not None and threads < 1:
+        raise CnnlabError(f"--threads must be at least 1, got {threads}")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _bench(run_dir, devices, batch_size, do_train, write, data_dir, runtimes, rounds, out)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _bench(run_dir, devices, batch_size, do_train, write, data_dir, runtimes, rounds, out) -> list[dict]:
     for name in devices:
         device_unavailable(name)  # an unknown device name is an error before any work
-    run = load_run(run_dir)
-    cfg, d = run.config, run.data
-    test = run.split("test", data_dir)
+    is_run = RunDir(run_dir).is_run()
+    if is_run:
+        runtimes = parse_runtimes(runtimes or ("torch",))
+        run = load_run(run_dir)
+        meta = export_metadata(run, None)
+        test = run.split("test", data_dir)
+        best = _best_from_metrics(run.dir)
+        model, source = run.model, str(run.run_dir)
+
+        def make(runtime, device):
+            return predictor_for_model(model, meta, runtime, device, source)
+    else:
+        fmt = sniff_format(run_dir)
+        runtimes = parse_runtimes(runtimes or (NATIVE_RUNTIME[fmt],))
+        bad = [r for r in runtimes if r not in FILE_RUNTIMES[fmt]]
+        if bad:
+            raise CnnlabError(f"{run_dir} is a {fmt} file, which runs on {', '.join(FILE_RUNTIMES[fmt])} only, not "
+                              f"{bad[0]}: give the run directory (or its safetensors export) to compare runtimes")
+        if do_train:
+            raise CnnlabError("--train needs a run directory (a model file has no training configuration to repeat)")
+        _, meta = read_metadata(run_dir)
+        test = file_split(meta, "test", data_dir)
+        best = {k: v for k, v in (meta.get("figures") or {}).items() if k.startswith("best_") and k[5:] in
+                ("train_acc", "train_loss", "val_acc", "val_loss")}
+        source = str(run_dir)
+
+        def make(runtime, device):
+            return load_for_runtime(run_dir, runtime, device)
     if len(test.y) == 0:
-        raise CnnlabError(f"the test split of {cfg.dataset} is empty: nothing to benchmark")
-    mean = torch.tensor(d["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(d["std"]).view(1, -1, 1, 1)
-    images = (test.x[:batch_size].float() / 255 - mean) / std
-    best = _best_from_metrics(run.dir)
-    rows = []
+        raise CnnlabError(f"the test split of {meta['dataset']['name']} is empty: nothing to benchmark")
+    images = test.x[:batch_size]
+    rows, preds = [], {}
     for name in devices:
         why = device_unavailable(name)
-        row = {c: None for c in COLUMNS}
-        row.update(device=name, **best)
-        if why:
-            row["status"] = f"unavailable: {why}"
+        train_s = None
+        if do_train and not why:
+            train_s = _train_seconds(run.config, name)
+        for runtime in runtimes:
+            row = {c: None for c in COLUMNS}
+            row.update(device=name, **best, runtime=runtime, source=source, train_seconds_5_epochs=train_s)
             rows.append(row)
-            continue
-        device = torch.device(name)
-        res = evaluate(run.model.to(device), test, d["mean"], d["std"], d["num_classes"], run.loss_name, device=device)
-        lat1 = latency_per_image(run.model, images[:1], device)
-        latb = latency_per_image(run.model, images, device)
-        row.update(status="ok", test_acc=res["accuracy"], test_loss=res["loss"], latency_ms_batch1=lat1 * 1e3,
-                   batch_size=images.shape[0], latency_ms_per_image_batch=latb * 1e3, score=res["accuracy"] / lat1)
-        if do_train:
-            row["train_seconds_5_epochs"] = _train_seconds(cfg, name)
-        run.model.to("cpu")
-        rows.append(row)
+            if why:
+                row["status"] = f"unavailable: {why}"
+                continue
+            try:
+                pred = make(runtime, torch.device(name))
+            except CnnlabError as e:
+                if not is_run and runtime == NATIVE_RUNTIME[fmt] and name == "cpu":
+                    raise  # a file that does not load is an error, not a row
+                row["status"] = f"unavailable: {e}"
+                continue
+            logits = predict_logits(pred, test, *pred.norm(), device=pred.input_device)
+            res = evaluate_logits(logits, test.y, int(meta["num_classes"]), meta.get("loss") or "softmax")
+            row.update(status="ok", test_acc=res["accuracy"], test_loss=res["loss"], batch_size=int(images.shape[0]),
+                       threads=pred.threads if pred.device.type == "cpu" else None)
+            preds[len(rows) - 1] = pred
+    fns = {}
+    for i, pred in preds.items():
+        x = prepare(images, *pred.norm())
+        fns[(i, 1)] = pred.runner(x[:1])
+        fns[(i, len(x))] = pred.runner(x)
+    medians = measure_interleaved(fns, rounds) if fns else {}
+    for i in preds:
+        row = rows[i]
+        lat1 = medians[(i, 1)]
+        row.update(latency_ms_batch1=lat1 * 1e3,
+                   latency_ms_per_image_batch=medians[(i, row["batch_size"])] / row["batch_size"] * 1e3,
+                   score=row["test_acc"] / lat1)
+    for pred in preds.values():
+        pred.close()
     if write:
-        run.dir.write_bench(rows, COLUMNS)
+        write_bench(run_dir, rows, out)
     return rows
+
+
+def write_bench(target, rows: list[dict], out=None) -> list[str]:
+    """bench.csv and bench.json: in the run directory (for a run), and at `out` (a CSV path; JSON beside it)."""
+    written = []
+    if RunDir(target).is_run():
+        rd = RunDir(target)
+        rd.write_bench(rows, COLUMNS)
+        written += [str(rd.bench_csv), str(rd.bench_json)]
+    if out is not None:
+        out = Path(out)
+        write_csv(out, COLUMNS, [[r.get(c, "") for c in COLUMNS] for r in rows])
+        atomic_write_text(out.with_suffix(".json"), json.dumps(rows, indent=2, default=str) + "\n")
+        written += [str(out), str(out.with_suffix(".json"))]
+    return written

@@ -2,16 +2,24 @@
 
     result = evaluate_run("runs/x", split="test")    # accuracy, loss, per-class, confusion; written
     info = predict_run("runs/x", split="test")       # predictions.csv: id,label in dataset order
+    info = predict_run("model.onnx")                 # an exported file, on its runtime: ./predictions.csv
 
 Both load the run (`cnnlab.rundir.load_run`), its dataset with the run's own seeded split,
-evaluate with the run's test-time augmentation, and write through the RunDir.
+evaluate with the run's test-time augmentation, and write through the RunDir. An exported file
+(`cnnlab export`) carries the same facts in its metadata, so it predicts without its run directory,
+on ONNX Runtime, TorchScript, Keras or (safetensors) PyTorch.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cnnlab.device import resolve_device
-from cnnlab.evaluate import evaluate, predict_logits
-from cnnlab.rundir import load_run
+from cnnlab.errors import CnnlabError
+from cnnlab.evaluate import evaluate, evaluate_logits, predict_logits
+from cnnlab.rundir import RunDir, load_run
+from cnnlab.workflows.export import load_for_runtime
+from cnnlab.workflows.runtimes import NATIVE_RUNTIME, file_split, ort_providers, sniff_format
 
 
 def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", data_dir=None, device="auto",
@@ -28,8 +36,41 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", data_di
     return result
 
 
+def is_exported_file(path) -> bool:
+    """True for a file (anything but a run directory): it is then read as an export, or refused in one line."""
+    p = Path(path)
+    return not RunDir(p).is_run() and not p.is_dir() and p.exists()
+
+
+def file_device(path, device="auto", runtime=None):
+    """The device for an exported file: `auto` is CUDA only where the file's runtime can use it."""
+    if device != "auto":
+        return resolve_device(device)
+    dev = resolve_device("auto")
+    runtime = runtime or NATIVE_RUNTIME[sniff_format(path)]
+    if dev.type == "cuda" and (runtime == "keras" or (runtime == "onnxruntime" and ort_providers(dev)[1])):
+        dev = resolve_device("cpu")
+    return dev
+
+
+def evaluate_file(path, split: str = "test", data_dir=None, device="auto", dataset=None, runtime=None) -> dict:
+    """Accuracy, loss, per-class accuracy and confusion of an exported file on a split (nothing written)."""
+    pred = load_for_runtime(path, runtime, file_device(path, device, runtime))
+    data = file_split(pred.meta, split, data_dir, dataset)
+    logits = predict_logits(pred, data, *pred.norm(), device=pred.input_device, tta=bool(pred.meta.get("tta")))
+    result = evaluate_logits(logits, data.y, int(pred.meta["num_classes"]), pred.meta.get("loss") or "softmax")
+    result.update(split=split, model_file=str(path), runtime=pred.runtime, classes=pred.meta["classes"])
+    return result
+
+
 def predict_run(run_dir, split: str = "test", checkpoint: str = "best", out=None, names: bool = False,
-                data_dir=None, device="auto") -> dict:
+                data_dir=None, device="auto", dataset=None) -> dict:
+    """predictions.csv of a run directory (RUN_DIR/predictions.csv) or of an exported file
+    (./predictions.csv unless `out`); `dataset` predicts a file on another dataset of the same shape."""
+    if is_exported_file(run_dir):
+        return _predict_file(run_dir, split, out, names, data_dir, device, dataset)
+    if dataset is not None:
+        raise CnnlabError("--dataset applies to an exported model file; a run directory predicts on its own dataset")
     run = load_run(run_dir, checkpoint)
     data = run.split(split, data_dir)
     dev = resolve_device(device)
@@ -38,3 +79,15 @@ def predict_run(run_dir, split: str = "test", checkpoint: str = "best", out=None
     labels = [d["classes"][p] for p in pred] if names else pred
     path = run.dir.write_predictions(labels, out)
     return {"predictions": str(path), "rows": len(pred), "split": split}
+
+
+def _predict_file(path, split, out, names, data_dir, device, dataset) -> dict:
+    pred = load_for_runtime(path, None, file_device(path, device))
+    data = file_split(pred.meta, split, data_dir, dataset)
+    logits = predict_logits(pred, data, *pred.norm(), device=pred.input_device, tta=bool(pred.meta.get("tta")))
+    labels = logits.argmax(1).tolist()
+    if names:
+        labels = [pred.meta["classes"][p] for p in labels]
+    written = RunDir(Path.cwd()).write_predictions(labels, out)  # ./predictions.csv by default
+    return {"predictions": str(written), "rows": len(labels), "split": split, "model_file": str(path),
+            "runtime": pred.runtime, "device": str(pred.device)}

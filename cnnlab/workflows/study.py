@@ -20,8 +20,9 @@ a run whose directory holds summary.json is finished and skipped when the study 
 again, and a run killed midway resumes from its last checkpoint.
 
 Results: OUT/results.md and OUT/results.csv (mean ± std over seeds of test accuracy and
-best validation accuracy, training time, parameters, MACs), OUT/train_loss.png (training
-loss against iteration) and OUT/val_acc.png (validation accuracy against epoch).
+best validation accuracy, training time, parameters, MACs, trainable parameters, seconds per
+epoch), OUT/train_loss.png (training loss against iteration) and OUT/val_acc.png (validation
+accuracy against epoch).
 """
 
 from __future__ import annotations
@@ -219,6 +220,21 @@ def load_study(path, seeds: int | None = None, out=None) -> Study:
 
 # ---- running ----------------------------------------------------------------------------
 
+def check_sources(study: Study):
+    """Every --pretrained source a run still to start needs is there and fits its model, before the
+    first run trains (a base still to be trained is named at once, not after the other experiments;
+    a run to resume has the weights in its checkpoints)."""
+    from cnnlab.train.validate import validate
+
+    for run in study.runs:
+        rd = RunDir(run.run_dir)
+        if run.config.pretrained and not (rd.finished() or rd.is_run() or rd.last.exists()):
+            try:
+                validate(dataclasses.replace(run.config), new_run=False, read_source=True)
+            except CnnlabError as e:
+                raise CnnlabError(f"{study.path}: experiment '{run.experiment}': {e}") from None
+
+
 def default_trainer(config: TrainConfig | None, resume=None) -> dict:
     from cnnlab.train.loop import train
 
@@ -228,6 +244,7 @@ def default_trainer(config: TrainConfig | None, resume=None) -> dict:
 def run_study(study: Study, trainer=None, log=print) -> dict:
     """Train every unfinished run, then write the table and the plots. Returns the results."""
     trainer = trainer or default_trainer
+    check_sources(study)
     study.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(study.file(STUDY_FILE), study.path.read_text())
     total = len(study.runs)
@@ -253,6 +270,38 @@ def run_study(study: Study, trainer=None, log=print) -> dict:
     return results
 
 
+# ---- finding a study's runs again ----------------------------------------------------------
+
+def is_study_dir(path) -> bool:
+    """A directory `cnnlab study` wrote: its copy of the study file, or runs/<experiment>/seed<k>/."""
+    path = Path(path)
+    return path.is_dir() and ((path / STUDY_FILE).is_file() or bool(study_runs(path)))
+
+
+def study_runs(out) -> list:
+    """(label 'experiment/seedK', run directory) of every run directory under a study directory,
+    experiments in name order and seeds in number order."""
+    root = Path(out) / "runs"
+    if not root.is_dir():
+        return []
+    seed_number = lambda p: (int(p.name[4:]) if p.name[4:].isdigit() else 1 << 30, p.name)  # noqa: E731
+    found = []
+    for exp in sorted(p for p in root.iterdir() if p.is_dir()):
+        for run in sorted((p for p in exp.iterdir() if p.is_dir()), key=seed_number):
+            if RunDir(run).is_run():
+                found.append((f"{exp.name}/{run.name}", run))
+    return found
+
+
+def study_description(out) -> str:
+    """The `description:` of the study file kept in a study directory ('' when there is none)."""
+    try:
+        data = yaml.safe_load((Path(out) / STUDY_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return ""
+    return str(data.get("description") or "") if isinstance(data, dict) else ""
+
+
 # ---- results ----------------------------------------------------------------------------
 
 def mean_std(values) -> tuple[float, float]:
@@ -268,13 +317,15 @@ def mean_std(values) -> tuple[float, float]:
 
 def _cost(config: TrainConfig):
     from cnnlab.data.registry import dataset_input
+    from cnnlab.models.adapt import model_input_shape
     from cnnlab.models.summary import model_summary
 
     where = dataset_input(config.dataset)
     if where is None:
         return None, None
-    try:
-        s = model_summary(config.model, where[0], where[1], **config.model_args)
+    try:  # what the layers see: after --resize / --input-channels
+        shape = model_input_shape(where[0], config.resize, config.input_channels)
+        s = model_summary(config.model, shape, where[1], **config.model_args)
     except Exception:  # a model that needs the real data to build: leave the cost cells empty
         return None, None
     return s["params"], s["macs"]
@@ -303,6 +354,8 @@ def collect(study: Study) -> dict:
             "train_seconds": mean_std([s.get("train_seconds") for s in summaries]),
             "epochs": mean_std([s.get("epochs_run") for s in summaries]),
             "params": params, "macs": macs, "curves": curves,
+            "trainable_params": summaries[0].get("trainable_params") if summaries else None,
+            "seconds_per_epoch": mean_std([s.get("seconds_per_epoch") for s in summaries]),
         }
     return results
 
@@ -325,19 +378,23 @@ def write_table(study: Study, results: dict):
     if study.description:
         lines += [study.description, ""]
     lines += [f"{len(study.experiments)} experiments x {seeds} seed(s), {equal}; mean ± std over seeds.", "",
-              "| experiment | runs | test acc % | best val acc % | train time s | epochs | params | MACs |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| experiment | runs | test acc % | best val acc % | train time s | epochs | params | MACs "
+              "| trainable params | s/epoch |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
-        t, e = r["train_seconds"], r["epochs"]
+        t, e, spe = r["train_seconds"], r["epochs"], r.get("seconds_per_epoch", (math.nan, math.nan))
         lines.append(f"| {name} | {r['runs']} | {_pct(r['test_acc'])} | {_pct(r['best_val_acc'])} | "
                      f"{'-' if math.isnan(t[0]) else f'{t[0]:.1f} ± {t[1]:.1f}'} | "
-                     f"{'-' if math.isnan(e[0]) else f'{e[0]:g}'} | {_count(r['params'])} | {_count(r['macs'])} |")
+                     f"{'-' if math.isnan(e[0]) else f'{e[0]:g}'} | {_count(r['params'])} | {_count(r['macs'])} | "
+                     f"{_count(r.get('trainable_params'))} | {'-' if math.isnan(spe[0]) else f'{spe[0]:.1f}'} |")
     atomic_write_text(study.file(RESULTS_MD), "\n".join(lines) + "\n")
     write_csv(study.file(RESULTS_CSV),
               ["experiment", "runs", "test_acc_mean", "test_acc_std", "best_val_acc_mean", "best_val_acc_std",
-               "train_seconds_mean", "train_seconds_std", "epochs_mean", "params", "macs"],
+               "train_seconds_mean", "train_seconds_std", "epochs_mean", "params", "macs", "trainable_params",
+               "seconds_per_epoch_mean"],
               [[name, r["runs"], *r["test_acc"], *r["best_val_acc"], *r["train_seconds"], r["epochs"][0],
-                r["params"], r["macs"]] for name, r in results.items()])
+                r["params"], r["macs"], r.get("trainable_params"), r.get("seconds_per_epoch", (None,))[0]]
+               for name, r in results.items()])
 
 
 def _mean_curve(curves, key_x, key_y):
