@@ -12,11 +12,11 @@ import re
 import pytest
 import torch
 
-from cnnlab.checkpoint import load_checkpoint
 from cnnlab.config import TrainConfig
 from cnnlab.device import CUBLAS_WORKSPACE, configure_determinism
 from cnnlab.train.hooks import Hook
 from cnnlab.train.loop import train
+from tests.crash import DieAtCheckpoint, Killed, last_weights
 
 SYN = "synthetic:shape=3x16x16,classes=4,train=400,test=64,noise=0.5"
 
@@ -51,33 +51,20 @@ def test_a_user_setting_of_the_workspace_is_kept(monkeypatch):
     assert configure_determinism(True)["cublas_workspace_config"] == ":16:8"
 
 
-class _Killed(Exception):
-    pass
 
 
-class _DieAt(Hook):
-    def __init__(self, step):
-        self.step = step
-
-    def on_checkpoint(self, t, path, which):
-        if t.progress.step == self.step:
-            raise _Killed
-
-
-def _weights(run):
-    return load_checkpoint(run / "checkpoints/last.pt")["model_state"]
 
 
 def test_deterministic_runs_and_resume_are_bitwise_equal(tmp_path):
     a = train(cfg(tmp_path / "a"), quiet=True)
     b = train(cfg(tmp_path / "b"), quiet=True)
-    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    wa, wb = last_weights(tmp_path / "a"), last_weights(tmp_path / "b")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a["test_acc"] == b["test_acc"] and a["deterministic"]["deterministic_algorithms"]
-    with pytest.raises(_Killed):
-        train(cfg(tmp_path / "k", save_every_steps=5), quiet=True, hooks=[_DieAt(15)])  # mid epoch 2
+    with pytest.raises(Killed):
+        train(cfg(tmp_path / "k", save_every_steps=5), quiet=True, hooks=[DieAtCheckpoint(15)])  # mid epoch 2
     train(None, resume=tmp_path / "k", quiet=True)
-    wk = _weights(tmp_path / "k")
+    wk = last_weights(tmp_path / "k")
     assert all(torch.equal(wa[k], wk[k]) for k in wa)
 
 

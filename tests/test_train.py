@@ -11,8 +11,8 @@ import torch
 from cnnlab.config import TrainConfig
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.rundir import load_run
-from cnnlab.train.hooks import Hook
 from cnnlab.train.loop import Trainer, train
+from tests.crash import DieAtCheckpoint, Killed, last_weights
 
 SYN = "synthetic:shape=3x16x16,classes=4,train=640,test=128,noise=0.5"
 
@@ -290,23 +290,8 @@ def test_time_budget_stops_the_run(tmp_path):
     assert "time budget" in (tmp_path / "t/train.log").read_text()
 
 
-class _Killed(Exception):
-    pass
 
 
-class _DieAtCheckpoint(Hook):
-    """Stands in for a kill: the process dies right after the first mid-epoch checkpoint at `step`."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_checkpoint(self, t, path, which):
-        if t.progress.step == self.step:
-            raise _Killed
-
-
-def _weights(run):
-    return load_checkpoint(run / "checkpoints/last.pt")["model_state"]
 
 
 @pytest.mark.parametrize("tricks", [dict(ema=0.9), dict(tta=True), dict(precision="bf16"),
@@ -321,11 +306,11 @@ def test_training_tricks_run_resume_and_evaluate(tmp_path, cli, tricks):
     whole = Trainer(cfg(tmp_path / "whole", model=model, epochs=2, **tricks), quiet=True)
     s = whole.fit()
     run = tmp_path / "killed"
-    with pytest.raises(_Killed):
-        train(cfg(run, model=model, epochs=2, save_every_steps=7, **tricks), quiet=True, hooks=[_DieAtCheckpoint(7)])
+    with pytest.raises(Killed):
+        train(cfg(run, model=model, epochs=2, save_every_steps=7, **tricks), quiet=True, hooks=[DieAtCheckpoint(7)])
     assert not (run / "summary.json").exists()
     resumed = train(None, resume=run, quiet=True)
-    a, b = _weights(tmp_path / "whole"), _weights(run)
+    a, b = last_weights(tmp_path / "whole"), last_weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a), "resume is not exact"
     assert resumed["test_acc"] == s["test_acc"]
 
@@ -341,7 +326,7 @@ def test_training_tricks_run_resume_and_evaluate(tmp_path, cli, tricks):
         with torch.no_grad():
             assert not torch.allclose(whole.engine.eval_logits(x), whole.engine.torch_model().eval()(x))
     if tricks.get("precision") == "bf16" or tricks.get("ema"):  # the weights differ from a plain fp32 run
-        p = _weights(tmp_path / "plain")
+        p = last_weights(tmp_path / "plain")
         assert any(not torch.equal(a[k], p[k]) for k in a if a[k].is_floating_point())
     if tricks.get("channels_last"):
         assert whole.engine.model[0].weight.is_contiguous(memory_format=torch.channels_last)

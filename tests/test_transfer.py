@@ -24,6 +24,7 @@ from cnnlab.train.hooks import Hook
 from cnnlab.train.loop import train
 from cnnlab.train.pretrained import cached_path, read_source
 from cnnlab.train.validate import validate
+from tests.crash import DieAtCheckpoint, Killed
 
 RGB = "synthetic:shape=3x16x16,classes=4,train=640,test=128,noise=0.5"
 GRAY = "synthetic:shape=1x12x12,classes=4,train=640,test=128,noise=0.5"
@@ -362,17 +363,6 @@ def test_backbone_lr_mult_scales_the_backbone_groups_through_the_schedule(base, 
     assert sorted(g["initial_lr"] for g in groups) == pytest.approx([0.001, 0.001, 0.01, 0.01])
 
 
-class _Killed(Exception):
-    pass
-
-
-class _DieAtCheckpoint(Hook):
-    def __init__(self, step):
-        self.step = step
-
-    def on_checkpoint(self, t, path, which):
-        if t.progress.step == self.step:
-            raise _Killed
 
 
 def test_gradual_unfreezing_follows_the_epoch_and_resumes_exactly(base, tmp_path):
@@ -383,8 +373,8 @@ def test_gradual_unfreezing_follows_the_epoch_and_resumes_exactly(base, tmp_path
     log = (tmp_path / "whole" / "train.log").read_text()
     assert "transfer: epoch 2 thaws 4+5" in log and "transfer: epoch 3 thaws 0+1" in log
     run = tmp_path / "killed"  # killed mid-epoch 2 (18 steps an epoch), after the first thaw
-    with pytest.raises(_Killed):
-        train(cfg(run, save_every_steps=25, **kw), quiet=True, hooks=[_DieAtCheckpoint(25)])
+    with pytest.raises(Killed):
+        train(cfg(run, save_every_steps=25, **kw), quiet=True, hooks=[DieAtCheckpoint(25)])
     resumed = train(None, resume=run, quiet=True)
     a, b = _state(tmp_path / "whole"), _state(run)
     assert all(torch.equal(a[k], b[k]) for k in a), "resume is not exact"
@@ -398,9 +388,9 @@ def test_resume_does_not_need_the_source(base, tmp_path):
     copy = tmp_path / "base-copy"
     shutil.copytree(base, copy)
     run = tmp_path / "r"
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         train(cfg(run, pretrained=str(copy), freeze="backbone", save_every_steps=5), quiet=True,
-              hooks=[_DieAtCheckpoint(5)])
+              hooks=[DieAtCheckpoint(5)])
     shutil.rmtree(copy)
     s = train(None, resume=run, quiet=True)
     assert s["pretrained"]["source"] == str(copy) and s["trainable_params"] == 68

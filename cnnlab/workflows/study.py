@@ -409,15 +409,9 @@ def _mean_curve(curves, key_x, key_y):
 
 
 def _smooth(values, width):
-    if width <= 1 or len(values) < width:
-        return values
-    out, acc = [], 0.0
-    for i, v in enumerate(values):
-        acc += v
-        if i >= width:
-            acc -= values[i - width]
-        out.append(acc / min(i + 1, width))
-    return out
+    from cnnlab.workflows.plots import moving_mean
+
+    return values if width <= 1 or len(values) < width else moving_mean(values, width)
 
 
 def plot_curves(study: Study, results: dict):
