@@ -33,7 +33,7 @@ import torch
 
 from cnnlab.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.config import TrainConfig
-from cnnlab.device import configure_determinism, resolve_device
+from cnnlab.device import configure_determinism, resolve_device, set_threads
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import evaluate_logits
 from cnnlab.rundir import RunDir
@@ -209,8 +209,8 @@ class Trainer:
                                   augment=config.augment, device=self.device,
                                   drop_last=len(data.train) >= config.batch_size)
         self.loader.warm_up()
-        from cnnlab.device import set_threads  # after the loader's warm-up, which would undo it (see BatchLoader.warm_up)
-        self.threads = set_threads(config.threads)  # torch's and Numba's threads, cnnlab.device.choose_threads
+        # after the loader's warm-up, which would undo it (BatchLoader.warm_up); cnnlab.device.choose_threads
+        self.threads = set_threads(config.threads)
         self.steps_per_epoch = len(self.loader)
         self.engine = build_engine(config, data.num_classes, data.shape, self.steps_per_epoch, self.device, self.world)
         self.share = share(config.batch_size, self.world) if self.world.distributed else slice(None)

@@ -132,7 +132,7 @@ def parse_runtimes(runtimes) -> tuple:
         runtimes = [r.strip().lower() for r in runtimes.split(",") if r.strip()]
     runtimes = tuple(dict.fromkeys(runtimes))  # in order, once each
     if not runtimes:
-        raise CnnlabError(f"--runtimes is empty: give e.g. torch,torchscript,onnxruntime")
+        raise CnnlabError("--runtimes is empty: give e.g. torch,torchscript,onnxruntime")
     for r in runtimes:
         if r not in RUNTIMES:
             raise CnnlabError(f"unknown runtime '{r}' in --runtimes: choose from {', '.join(RUNTIMES)}")

@@ -81,7 +81,7 @@ def _threads(spec: JobSpec) -> str:
 
 
 def slurm_script(spec: JobSpec, argv: list[str]) -> str:
-    lines = ["#!/bin/bash", f"# cnnlab job script for Slurm: submit with `sbatch THIS_FILE` (or cnnlab cluster --submit)",
+    lines = ["#!/bin/bash", "# cnnlab job script for Slurm: submit with `sbatch THIS_FILE` (or cnnlab cluster --submit)",
              f"#SBATCH --job-name={spec.job_name}", f"#SBATCH --nodes={spec.nodes}", "#SBATCH --ntasks-per-node=1"]
     if spec.gpus_per_node:
         lines.append(f"#SBATCH --gpus-per-node={spec.gpus_per_node}")
