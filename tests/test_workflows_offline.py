@@ -126,3 +126,12 @@ def test_profile_json_is_written_atomically(tmp_path, monkeypatch, capsys):
     assert "could not write" in err and "profile.json" in err and "the disk is full" in err
     assert (tmp_path / "profile.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["profile.json", "profile.png"]
+
+
+def test_evaluate_an_exported_file_gives_the_runs_figures(run, evaluated, capsys, tmp_path):
+    model = tmp_path / "model.onnx"
+    assert main(["export", str(run[0]), "--format", "onnx", "--out", str(model)]) == 0
+    printed = cli_json(capsys, "evaluate", model, "--device", "cpu")
+    assert printed["runtime"] == "onnxruntime" and printed["count"] == evaluated["count"]
+    assert printed["correct"] == evaluated["correct"]  # same predictions in ONNX Runtime as in PyTorch
+    assert not list(tmp_path.glob("evaluation*"))  # a model file has no run directory to write into

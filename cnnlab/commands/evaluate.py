@@ -1,4 +1,4 @@
-"""`cnnlab evaluate RUN_DIR`: accuracy, loss, per-class accuracy and the confusion matrix."""
+"""`cnnlab evaluate RUN_DIR|MODEL_FILE`: accuracy, loss, per-class accuracy and the confusion matrix."""
 
 from __future__ import annotations
 
@@ -11,20 +11,33 @@ def add_parser(sub):
     p = sub.add_parser("evaluate", help="evaluate a trained run on its test (or validation) split",
                        description="Evaluate a run's best (or last) weights. Writes evaluation.json, "
                                    "per_class.csv and confusion_matrix.csv into the run directory (for "
-                                   "--split val or train: evaluation-val.json, per_class-val.csv, ...).")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+                                   "--split val or train: evaluation-val.json, per_class-val.csv, ...). An exported "
+                                   "model file (cnnlab export) is evaluated in its runtime and nothing is written.")
+    p.add_argument("run_dir", metavar="RUN_DIR|MODEL_FILE")
     p.add_argument("--split", choices=["test", "val", "train"], default="test")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
     p.add_argument("--device", default="auto")
+    p.add_argument("--dataset", help="for a model file: evaluate on another dataset of the same shape and classes")
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from cnnlab.rundir import RunDir
-    from cnnlab.workflows.evaluate import evaluate_run
+    from cnnlab.workflows.evaluate import evaluate_file, evaluate_run, is_exported_file
 
+    if is_exported_file(args.run_dir):
+        result = evaluate_file(args.run_dir, args.split, args.data_dir, args.device, args.dataset)
+        if args.json:
+            print_json(result)
+        else:
+            _print(result, f"{result['model_file']} on {result['runtime']}")
+        return 0
+    if args.dataset:
+        from cnnlab.errors import CnnlabError
+
+        raise CnnlabError("--dataset applies to an exported model file; a run directory evaluates on its own dataset")
     # figures first, files second: a read-only run directory still shows the result
     result = evaluate_run(args.run_dir, args.split, args.checkpoint, args.data_dir, args.device, write=False)
     run = RunDir(args.run_dir)
@@ -34,12 +47,16 @@ def run(args) -> int:
         run.write_evaluation(args.split, result, result["classes"])
         return 0
     classes = result["classes"]
-    print(f"{args.split} accuracy {100 * result['accuracy']:.2f}%  loss {result['loss']:.4f}  "
-          f"({result['count']} images, {args.checkpoint} checkpoint of {args.run_dir})")
-    print(format_table(["class", "accuracy", "images"],
-                       [[c, f"{100 * a:.2f}%", sum(r)] for c, a, r in
-                        zip(classes, result["per_class_accuracy"], result["confusion"])]))
+    _print(result, f"{args.checkpoint} checkpoint of {args.run_dir}")
     sys.stdout.flush()
     run.write_evaluation(args.split, result, classes)
     print(f"wrote {', '.join(result['files'])}")
     return 0
+
+
+def _print(result: dict, what: str):
+    print(f"{result['split']} accuracy {100 * result['accuracy']:.2f}%  loss {result['loss']:.4f}  "
+          f"({result['count']} images, {what})")
+    print(format_table(["class", "accuracy", "images"],
+                       [[c, f"{100 * a:.2f}%", sum(r)] for c, a, r in
+                        zip(result["classes"], result["per_class_accuracy"], result["confusion"])]))
