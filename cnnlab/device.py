@@ -19,17 +19,23 @@ import torch
 from cnnlab.errors import CnnlabError
 
 
+def check_device_name(name) -> str:
+    """The device name, lower-cased, if cnnlab knows it (whether it is present is resolve_device's question)."""
+    n = str(name or "auto").lower()
+    if n in ("auto", "cpu", "cuda") or (n.startswith("cuda:") and n[5:].isdigit()):
+        return n
+    raise CnnlabError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N")
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    name = (name or "auto").lower()
+    name = check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise CnnlabError(f"--device {name} asked for a GPU, but PyTorch sees no CUDA device: use --device cpu")
         return torch.device(name)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise CnnlabError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
 
 
 _TORCH_DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice, before anything changes it
@@ -48,8 +54,9 @@ def choose_threads(requested: int | None) -> int:
         return int(requested)
     if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
         return _TORCH_DEFAULT_THREADS  # the user's choice
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(_TORCH_DEFAULT_THREADS, cpus - 1))
+    from cnnlab.envinfo import cpu_cores
+
+    return max(1, min(_TORCH_DEFAULT_THREADS, cpu_cores() - 1))
 
 
 def set_threads(requested: int | None) -> dict:

@@ -24,14 +24,26 @@ def _cpuinfo():
     return model, mhz
 
 
-def _memory_gib():
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def meminfo_bytes(key: str) -> int | None:
+    """A /proc/meminfo figure in bytes (`MemTotal`, `MemAvailable`, ...); None where there is none."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemTotal:"):
-                    return round(int(line.split()[1]) / 2**20, 1)
+                if line.startswith(f"{key}:"):
+                    return int(line.split()[1]) * 1024
     except OSError:
         return None
+    return None
+
+
+def _memory_gib():
+    total = meminfo_bytes("MemTotal")
+    return None if total is None else round(total / 2**30, 1)
 
 
 def environment() -> dict:
@@ -39,7 +51,7 @@ def environment() -> dict:
     import torch
 
     model, mhz = _cpuinfo()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cpu_cores()
     gpus = []
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):

@@ -6,6 +6,13 @@ Anything else is a bug in cnnlab and keeps its traceback.
 """
 
 
+def warn(msg: str):
+    """A warning for the user: one stderr line, `cnnlab: warning: ...`; the work goes on."""
+    import sys
+
+    print(f"cnnlab: warning: {msg}", file=sys.stderr)
+
+
 class CnnlabError(Exception):
     """A user error: the message names the problem and, where there is one, the fix."""
 

@@ -71,10 +71,14 @@ def dataclass_from_dict(cls, d: dict, where: str):
 
     from cnnlab.errors import CnnlabError
 
+    import difflib
+
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise CnnlabError(f"unknown key '{unknown[0]}' in {where}: valid keys are {', '.join(sorted(names))}")
+        close = difflib.get_close_matches(unknown[0], sorted(names), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise CnnlabError(f"unknown key '{unknown[0]}'{hint} in {where}: valid keys are {', '.join(sorted(names))}")
     return cls(**d)
 
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # Decoded datasets go to one cache per test session, never into the user's.
     monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "decoded-cache"))
+
+
+@pytest.fixture
+def one_thread():
+    """One CPU thread for torch during a test: tiny batches gain nothing from intra-op threads,
+    and on a busy machine a second thread mostly waits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _real(name):

@@ -30,12 +30,8 @@ os.environ.setdefault("KERAS_BACKEND", "torch")  # as cnnlab itself does, before
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One CPU thread for PyTorch and ONNX Runtime: on a busy machine a second thread mostly waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every export test on one thread (tests/conftest.py); ONNX Runtime sessions take torch's thread count."""
 
 
 def has_keras() -> bool:

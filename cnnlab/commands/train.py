@@ -99,15 +99,8 @@ def config_from_args(args) -> TrainConfig:
         key, eq, value = item.partition("=")
         if not eq:
             raise CnnlabError(f"bad --set '{item}': write KEY=VALUE")
-        key = key.strip()
-        if key not in base:
-            import difflib
-
-            close = difflib.get_close_matches(key, list(base), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise CnnlabError(f"bad --set '{item}': unknown key '{key}'{hint}; valid keys are {', '.join(sorted(base))}")
         try:
-            base[key] = yaml.safe_load(value)
+            base[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
             raise CnnlabError(f"bad --set '{item}': the value is not valid YAML") from None
     if args.config and args.out is None and not any(s.startswith("out=") for s in args.set):

@@ -20,7 +20,7 @@ is reported in one warning line and rebuilt from the source files in the same ca
 checked against the class count on every load too: a verified entry holding an out-of-range label
 is a DataError naming the cache file and split (the entry is removed, so the next load decodes the
 sources again).
-Warnings go through `_warn`: one stderr line, `cnnlab: warning: ...`.
+Warnings go through `cnnlab.errors.warn`: one stderr line, `cnnlab: warning: ...`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import torch
 from cnnlab.data import formats
 from cnnlab.data.download import download, md5sum
 from cnnlab.data.sources import CIFAR_DIRS, FASHION_CLASSES, IDX_FILES, MNIST_CLASSES, SOURCES
-from cnnlab.errors import DataError
+from cnnlab.errors import DataError, warn
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH", "synthetic")
 
@@ -85,10 +85,6 @@ def default_data_dir() -> Path:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("CNNLAB_CACHE_DIR") or _user_cache() / "decoded")
-
-
-def _warn(msg):
-    print(f"cnnlab: warning: {msg}", file=sys.stderr)
 
 
 def _resolve_data_dir(data_dir) -> Path:
@@ -139,7 +135,7 @@ def _channel_stats(x: np.ndarray):
 def _verify_local(name, paths):
     for remote, p in zip(SOURCES.get(name, ()), paths):
         if p.is_file() and md5sum(p) != remote.md5:
-            _warn(f"{p} differs from the official file (MD5 {remote.md5}); using it as it is")
+            warn(f"{p} differs from the official file (MD5 {remote.md5}); using it as it is")
 
 
 def _decode(name, paths, root):
@@ -151,7 +147,7 @@ def _decode(name, paths, root):
         return tx, ty, ex, ey, classes
     if name in CIFAR_DIRS:
         return formats.read_cifar(paths[0], name)
-    return formats.read_image_folder(root, warn=_warn)
+    return formats.read_image_folder(root, warn=warn)
 
 
 CACHE_FORMAT = 2  # 2: meta.json holds "checksums"
@@ -248,7 +244,7 @@ def _load_cached(key: str, name: str, paths, root):
             problem = _check_cached(entry, arrays, meta)
             if problem is None:
                 return arrays, meta
-        _warn(f"the decoded cache {entry} cannot be trusted: {problem}; rebuilding it from "
+        warn(f"the decoded cache {entry} cannot be trusted: {problem}; rebuilding it from "
               f"{', '.join(map(str, paths))}")
     _verify_local(name, paths)
     tx, ty, ex, ey, classes = _decode(name, paths, root)

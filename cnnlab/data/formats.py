@@ -19,7 +19,7 @@ Image folders, `root/{train,test}/<class>/<image>` (`list_image_folder`, `read_i
 - the colour mode is the majority's over all images (grayscale or RGB; a tie goes to RGB); the
   other images are converted, with one warning line counting them;
 - all images must have the first training image's size: another size is a DataError naming the file.
-Warnings go to the `warn` callable passed in (cnnlab.data.datasets passes its `_warn`).
+Warnings go to the `warn` callable passed in (by default `cnnlab.errors.warn`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import gzip
 import os
 import pickle
 import struct
-import sys
 import tarfile
 import zlib
 from collections import Counter
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.errors import DataError
+from cnnlab.errors import warn as default_warn
 
 _CORRUPT = (EOFError, OSError, zlib.error, tarfile.TarError, pickle.UnpicklingError, ValueError, KeyError)
 
@@ -47,10 +47,6 @@ def _fix(path):
 
 def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {' '.join(str(e).split())}"
-
-
-def _stderr_warn(msg):
-    print(f"cnnlab: warning: {msg}", file=sys.stderr)
 
 
 def check_labels(y: np.ndarray, num_classes: int, where: str, fix: str | None = None) -> None:
@@ -188,7 +184,7 @@ def list_image_folder(root: Path, warn=None):
     """`root/{train,test}/<class>/*.png|jpg` -> ({split: [(path, class_index)]}, classes sorted by name).
 
     See the module docstring for what is ignored, skipped (one warning) and refused (DataError)."""
-    warn = warn or _stderr_warn
+    warn = warn or default_warn
     if not (root / "train").is_dir() or not (root / "test").is_dir():
         raise DataError(f"image folder {root} needs train/ and test/ subfolders, each holding one folder per class")
     class_dirs, loose = {}, []
@@ -242,7 +238,7 @@ def read_image_folder(root: Path, warn=None):
     """Decode an image folder; returns (train_x, train_y, test_x, test_y, classes)."""
     from PIL import Image
 
-    warn = warn or _stderr_warn
+    warn = warn or default_warn
     listing, classes = list_image_folder(root, warn)
     size, n_gray, n_all = None, 0, 0
     decoded = {}  # split -> [array]: (H, W) for grayscale files, (H, W, 3) for colour ones

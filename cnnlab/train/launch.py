@@ -16,15 +16,12 @@ import logging
 import os
 import signal
 
+from cnnlab.envinfo import cpu_cores
 from cnnlab.errors import CnnlabError
 
 
 class ProcessFailed(CnnlabError):
     exit_code = 1  # not the user's input: a process died
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
@@ -36,7 +33,7 @@ def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads or max(1, _cores() // nproc)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads or max(1, cpu_cores() // nproc)))
     args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module", "cnnlab",
                                          *argv])
     # torchrun's own failure report is a page of text; cnnlab says it in one line below

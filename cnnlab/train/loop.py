@@ -34,7 +34,7 @@ import torch
 from cnnlab.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.config import TrainConfig
 from cnnlab.device import configure_determinism, resolve_device, set_threads
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, warn
 from cnnlab.evaluate import evaluate_logits
 from cnnlab.rundir import RunDir
 from cnnlab.train.engines import build_engine
@@ -135,11 +135,11 @@ def _open_resume(path, overrides: dict) -> tuple[RunDir, dict | None, TrainConfi
     run = RunDir(path).check()
     ckpt_path, ckpt, warnings = run.newest_checkpoint()
     for w in warnings:
-        _warn(w)
+        warn(w)
     if ckpt is not None and ckpt["progress"].get("done") and run.finished():
         raise CnnlabError(f"the run in {run.path} already finished: evaluate it with `cnnlab evaluate {run.path}`")
     if ckpt is not None and ckpt_path == run.best and run.last.exists():
-        _warn(f"continuing from {run.best}, the newest complete state of the run")
+        warn(f"continuing from {run.best}, the newest complete state of the run")
     config = TrainConfig.from_dict(ckpt["config"], where=str(run.config)) if ckpt else TrainConfig.load(run.config)
     bad = sorted(set(overrides) - set(RESUME_OVERRIDES))
     if bad:
@@ -148,12 +148,6 @@ def _open_resume(path, overrides: dict) -> tuple[RunDir, dict | None, TrainConfi
     for key, value in overrides.items():
         setattr(config, key, value)
     return run, ckpt, config, replaced
-
-
-def _warn(msg):
-    import sys
-
-    print(f"cnnlab: warning: {msg}", file=sys.stderr)
 
 
 class Trainer:

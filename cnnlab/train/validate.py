@@ -62,15 +62,9 @@ def check_ranges(config: TrainConfig):
             raise CnnlabError(f"{flag(key)} must be {must}, got {value!r}")
 
 
-def check_device_name(name: str):
-    n = str(name).lower()
-    if n in ("auto", "cpu", "cuda", "mps") or (n.startswith("cuda:") and n[5:].isdigit()):
-        return
-    raise CnnlabError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N")
-
-
 def check_names(config: TrainConfig):
     from cnnlab.data.augment import parse_augment
+    from cnnlab.device import check_device_name
     from cnnlab.data.registry import check_dataset_name
     from cnnlab.losses import LOSSES
     from cnnlab.train.engines import engine_class
@@ -107,14 +101,9 @@ _BYTES_PER_PARAM, _BYTES_PER_ACTIVATION = 16, 4 * 2 * 4
 
 
 def available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    from cnnlab.envinfo import meminfo_bytes
+
+    return meminfo_bytes("MemAvailable")
 
 
 def check_spec_memory(config: TrainConfig, spec):
