@@ -80,7 +80,7 @@ class TrainConfig:
     max_seconds: float | None = None  # stop once this much training time is spent (equal-time comparisons)
     # speed and accuracy tricks (PyTorch engine)
     ema: float | None = None  # decay of an exponential moving average of the weights, e.g. 0.999; evaluated instead
-    tta: bool = False  # test-time augmentation: average the scores of each image and its mirror image
+    tta: bool | int = False  # test-time augmentation: true (1) the image and its mirror; 2 also 1-pixel shifts
     precision: str = "fp32"  # fp32 | bf16 (CPU and CUDA) | fp16 (CUDA, with loss scaling)
     channels_last: bool = False  # NHWC memory layout (faster convolutions on recent GPUs and CPUs)
     compile: bool = False  # torch.compile the model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from cnnlab.data.loader import BatchLoader
 from cnnlab.losses import make_loss
@@ -13,13 +14,29 @@ def flip_tta(fn, x):
     return (fn(x) + fn(x.flip(3))) / 2
 
 
+def tta_logits(fn, x, level=1):
+    """Scores with test-time augmentation `level` (the config's `tta`): 0 or False none; 1 or True
+    the image and its mirror; 2 also both shifted by one pixel up-left and down-right (border
+    mirrored), the shifted pair weighted half (Jordan, 2024: +0.2-0.3 points on CIFAR-10)."""
+    level = int(level)
+    if level <= 0:
+        return fn(x)
+    scores = flip_tta(fn, x)
+    if level == 1:
+        return scores
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = (flip_tta(fn, padded[..., :h, :w]) + flip_tta(fn, padded[..., 2:, 2:])) / 2
+    return (scores + shifted) / 2
+
+
 @torch.no_grad()
 def predict_logits(model_or_fn, split, mean, std, batch_size=1000, device="cpu", tta=False) -> torch.Tensor:
     """Scores for every image of the split, in dataset order. `model_or_fn` maps a batch to scores."""
     if isinstance(model_or_fn, torch.nn.Module):
         model_or_fn.eval()
     loader = BatchLoader(split, batch_size, mean, std, device=device)
-    fn = (lambda x: flip_tta(model_or_fn, x)) if tta else model_or_fn
+    fn = (lambda x: tta_logits(model_or_fn, x, tta)) if tta else model_or_fn
     return torch.cat([fn(x).float().cpu() for x, _ in loader.epoch()])
 
 

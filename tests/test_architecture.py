@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parents[1] / "cnnlab"
 
 LAYERS = [
     {"cnnlab", "cnnlab.errors", "cnnlab.io", "cnnlab.device", "cnnlab.envinfo", "cnnlab.__main__"},
-    {"cnnlab.config", "cnnlab.losses", "cnnlab.models", "cnnlab.data"},
+    {"cnnlab.config", "cnnlab.losses", "cnnlab.models", "cnnlab.data", "cnnlab.recipes"},
     {"cnnlab.checkpoint", "cnnlab.evaluate", "cnnlab.cost"},
     {"cnnlab.rundir"},
     {"cnnlab.scratch", "cnnlab.train"},

@@ -78,6 +78,8 @@ def add_parser(sub):
                    help="also log scalars, the first layer's filters and the graph to RUN_DIR/tensorboard/ "
                         "(needs pip install 'cnnlab[tensorboard]'; view with: tensorboard --logdir runs)")
     p.add_argument("--config", metavar="FILE", help="a YAML file of TrainConfig keys (e.g. a run's config.yaml)")
+    p.add_argument("--recipe", metavar="NAME", help="start from a ready config: fast, fast-cpu, fast96 "
+                                                   "(`cnnlab recipes` lists them with their measured figures)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override any config key, values in YAML: --set schedule_args='{step_epochs: 2}'")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped "
@@ -88,7 +90,14 @@ def add_parser(sub):
 
 
 def config_from_args(args) -> TrainConfig:
+    if args.config and args.recipe:
+        raise CnnlabError("give --config or --recipe, not both (a recipe is a config file: copy it with "
+                          "`cnnlab recipes NAME --show > my.yaml` and change it)")
     base = TrainConfig.load(args.config).to_dict() if args.config else TrainConfig().to_dict()
+    if args.recipe:
+        from cnnlab.recipes import load_recipe, recipe_path
+
+        base = TrainConfig.from_dict({**base, **load_recipe(args.recipe)}, where=str(recipe_path(args.recipe))).to_dict()
     for field, _, _ in FLAGS.values():
         if getattr(args, field) is not None:
             base[field] = getattr(args, field)
@@ -121,7 +130,7 @@ def run(args) -> int:
         given = [f for f in FLAGS if getattr(args, FLAGS[f][0]) is not None and f not in may_change]
         given += [f"--{f.replace('_', '-')}" for f in ("nesterov", "tta", "channels_last", "compile", "deterministic",
                                                          "sync_bn", "tensorboard")
-                  if getattr(args, f)] + (["--config"] if args.config else [])
+                  if getattr(args, f)] + (["--config"] if args.config else []) + (["--recipe"] if args.recipe else [])
         if given or args.set:
             raise CnnlabError(f"--resume continues a run with its own config (only --lr and --grad-clip may change); "
                               f"drop {', '.join(given) or '--set'}")

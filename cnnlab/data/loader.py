@@ -32,6 +32,8 @@ class BatchLoader:
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.ops = parse_augment(augment) if isinstance(augment, (str, type(None))) else augment
         self.pixel_ops, self.float_ops = split_pixel_ops(self.ops)
+        if any(name == "altflip" for name, _, _ in self.ops):  # each image's flip in even epochs, fixed by the seed
+            self.flip_bits = torch.rand(len(self.y), generator=_generator(self.seed, 99)) < 0.5
         self.fused = self.device.type == "cpu" and fusable(self.ops)
         c = self.x.shape[1]
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255
@@ -42,7 +44,8 @@ class BatchLoader:
         thread count (measured: torch.get_num_threads() goes from 1 back to 2 on this 2-core
         machine), so a caller that sets torch's threads does it after this, not before."""
         if self.fused and len(self.y):
-            fused_batch(self.x[:1], self.ops, torch.Generator().manual_seed(0), self.mean, self.inv_std)
+            fused_batch(self.x[:1], self._bound(self.ops, torch.arange(1), 0), torch.Generator().manual_seed(0),
+                        self.mean, self.inv_std)
 
     def __len__(self):
         n = len(self.y)
@@ -56,14 +59,23 @@ class BatchLoader:
             return torch.arange(len(self.y), device=self.device)
         return torch.randperm(len(self.y), generator=_generator(self.seed, epoch)).to(self.device)
 
+    def altflip_mask(self, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        """Which of the images `idx` the alternating flip mirrors in `epoch`."""
+        return self.flip_bits[idx.cpu()] ^ bool(epoch % 2)
+
+    def _bound(self, ops, idx, epoch):
+        """The ops with the alternating flip's mask for this batch as its argument."""
+        return [(name, fn, self.altflip_mask(idx, epoch) if name == "altflip" else arg) for name, fn, arg in ops]
+
     def batch(self, idx: torch.Tensor, epoch: int = 0, b: int = 0):
         x = self.x[idx]
         if self.fused:
-            x = fused_batch(x, self.ops, _generator(self.seed, epoch, b, 7), self.mean, self.inv_std)
+            x = fused_batch(x, self._bound(self.ops, idx, epoch), _generator(self.seed, epoch, b, 7), self.mean,
+                            self.inv_std)
         elif self.ops:
             gen = _generator(self.seed, epoch, b, 7)
-            x = self.normalize(apply_augment(self.pixel_ops, x, gen))
-            x = apply_augment(self.float_ops, x, gen)
+            x = self.normalize(apply_augment(self._bound(self.pixel_ops, idx, epoch), x, gen))
+            x = apply_augment(self._bound(self.float_ops, idx, epoch), x, gen)
         else:
             x = self.normalize(x)
         return x, self.y[idx]

@@ -172,6 +172,7 @@ class Trainer:
             if not isinstance(h, Hook):
                 raise CnnlabError(f"hooks must be cnnlab.train.hooks.Hook instances, got {type(h).__name__}")
         self.improved, self.stopping, self._rows, self._contexts = False, False, [], []
+        self.table, self._early_lines = None, []
 
     # ---- phase 1: open ------------------------------------------------------------------
 
@@ -208,6 +209,10 @@ class Trainer:
         self.steps_per_epoch = len(self.loader)
         self.engine = build_engine(config, data.num_classes, data.shape, self.steps_per_epoch, self.device, self.world)
         self.share = share(config.batch_size, self.world) if self.world.distributed else slice(None)
+        self.compile_seconds = 0.0
+        if config.compile and hasattr(self.engine, "compile_warm_up"):  # reported apart from training time
+            x, y = self.loader.batch(torch.arange(min(config.batch_size, len(data.train))))
+            self.compile_seconds = self.engine.compile_warm_up(x[self.share], y[self.share])
         self.meta = {"classes": data.classes, "mean": list(data.mean), "std": list(data.std),
                      "shape": list(data.shape), "num_classes": data.num_classes}
         self.hooks = default_hooks(config) + self.extra_hooks + [
@@ -219,6 +224,7 @@ class Trainer:
             if self.main:  # a changed --lr or --grad-clip is the run's config from here on
                 self.run.write_config(self.config)
         self.table = EpochTable(self.run if self.main else None, quiet=self.quiet or not self.main)
+        early, self._early_lines = self._early_lines, []
         for key, value in self.overrides.items():
             self.log(f"resumed with {key} = {value} (was {self.replaced[key]}): from here the run differs from an "
                      "uninterrupted one")
@@ -231,6 +237,8 @@ class Trainer:
         else:
             p = self.progress
             self.log(f"resumed at epoch {p.epoch + 1}, batch {p.batch} (step {p.step})")
+        for line in early:  # what hooks said while the run opened, before the table existed
+            self.log(line)
 
     def _start_new(self):
         if not self.main:  # rank 0 makes the run directory; the others learn where it is
@@ -317,7 +325,10 @@ class Trainer:
         return self.config.lr if self.config.lr is not None else DEFAULT_LR[self.config.optimizer.lower()]
 
     def log(self, line: str):
-        self.table.message(line)
+        if getattr(self, "table", None) is None:
+            self._early_lines.append(line)
+        else:
+            self.table.message(line)
 
     def param_count(self, trainable_only=False) -> int:
         # trainable: of the trained model (the weight average's copy has no gradients of its own)
@@ -494,7 +505,9 @@ class Trainer:
             "engine": self.config.engine, "device": str(self.device),
             "epochs_run": len(metrics), "best_epoch": p.best_epoch, "best_val_acc": p.best_val_acc,
             "test_acc": test["accuracy"], "test_loss": test["loss"], "test_count": len(self.data.test),
+            "train_count": len(self.data.train), "val_count": len(self.data.val),
             "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / max(1, len(metrics)),
+            "compile_seconds": self.compile_seconds,
             "params": self.param_count(), "trainable_params": self.param_count(trainable_only=True),
             "final_train_acc": metrics[-1]["train_acc"] if metrics else None,
             "stop_reason": p.stop_reason or f"trained {len(metrics)} epochs",

@@ -2,7 +2,8 @@
 
 `build_optimizer(model, name, lr, ...)` returns a `torch.optim.Optimizer`: sgd (with
 momentum and Nesterov), momentum and nesterov (SGD with momentum 0.9 unless `momentum` says
-otherwise, plain or Nesterov), adam, adamw, adagrad, adadelta or rmsprop. `DEFAULT_LR` is the
+otherwise, plain or Nesterov), adam, adamw, adagrad, adadelta, rmsprop or muon (orthogonalised
+momentum for convolution filters, Nesterov SGD for the rest; cnnlab.train.muon). `DEFAULT_LR` is the
 one table of optimizer names, for both engines. `momentum`/`nesterov` apply to SGD only (give RMSprop momentum through `momentum` in the optimizer args).
 Weight decay is applied to weights only: biases and normalisation parameters (every
 parameter with fewer than two dimensions) are left undecayed, as is usual for convnets.
@@ -20,9 +21,11 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.train.lookahead import Lookahead
+from cnnlab.train.muon import Muon, muon_groups
 
 # Usual starting points; `cnnlab lr-find` measures a better one for a given model and data.
-DEFAULT_LR = {"sgd": 0.05, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3, "adamw": 1e-3, "adagrad": 1e-2, "adadelta": 1.0, "rmsprop": 1e-3}
+DEFAULT_LR = {"sgd": 0.05, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3, "adamw": 1e-3, "adagrad": 1e-2, "adadelta": 1.0, "rmsprop": 1e-3,
+              "muon": 0.24}
 
 _TORCH = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad,
           "adadelta": torch.optim.Adadelta, "rmsprop": torch.optim.RMSprop}
@@ -62,6 +65,14 @@ def build_optimizer(model, name: str, lr: float | None = None, momentum: float =
         raise CnnlabError(f"learning rate must be positive, got {lr}")
     args = dict(args)
     la_k, la_alpha = args.pop("lookahead_k", None), args.pop("lookahead_alpha", None)
+    try:
+        if name == "muon":  # its own groups: filters, head, biases (cnnlab.train.muon.muon_groups)
+            keys = ("head_lr", "bias_lr", "sgd_momentum")
+            groups = muon_groups(model, lr, weight_decay, lr_scale=lr_scale, **{k: args.pop(k) for k in keys if k in args})
+            return _lookahead(Muon(groups, lr=lr, momentum=momentum, nesterov=True, **args), la_k, la_alpha)
+    except (TypeError, ValueError) as e:
+        raise CnnlabError(f"bad optimizer_args for 'muon': {e} (it takes head_lr, bias_lr, sgd_momentum, ns_steps, "
+                          "normalize)") from None
     groups = param_groups(model, weight_decay, lr_scale)
     for g in groups:
         if "lr_scale" in g:
@@ -75,6 +86,10 @@ def build_optimizer(model, name: str, lr: float | None = None, momentum: float =
             opt = _TORCH[name](groups, lr=lr, **args)
     except (TypeError, ValueError) as e:
         raise CnnlabError(f"bad optimizer_args for '{name}': {e}") from None
+    return _lookahead(opt, la_k, la_alpha)
+
+
+def _lookahead(opt, la_k, la_alpha):
     if la_k is None and la_alpha is None:
         return opt
     try:

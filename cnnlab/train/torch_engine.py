@@ -20,7 +20,7 @@ import contextlib
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import flip_tta
+from cnnlab.evaluate import tta_logits
 from cnnlab.models import create_model
 from cnnlab.models.adapt import adapt_input, model_input_shape
 from cnnlab.losses import make_loss
@@ -103,13 +103,34 @@ class TorchEngine:
         self.schedule.step()
         return loss.item(), int((scores.argmax(1) == y).sum())
 
+    def compile_warm_up(self, x, y) -> float:
+        """With --compile: compile the training step on one batch shaped like (x, y) before training,
+        so its time is reported apart (summary's `compile_seconds`) instead of inside the first
+        epoch; the weights, batch-norm statistics and optimizer are left as they were. Seconds."""
+        import copy
+        import time
+
+        if self.forward is self.model:
+            return 0.0
+        start = time.perf_counter()
+        saved = copy.deepcopy(self.model.state_dict())
+        self.model.train()
+        with self._autocast():
+            loss = self.loss_fn(self.forward(self._input(x)).float(), y)
+        loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.load_state_dict(saved)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
     @torch.no_grad()
     def eval_logits(self, x):
         model = self.torch_model().eval()
         fn = model if self.eval_module is not None else self.eval_forward
         with self._autocast():
             x = self._input(x)
-            return (flip_tta(fn, x) if self.tta else fn(x)).float()
+            return tta_logits(fn, x, self.tta).float()
 
     def lr(self):
         return self.optimizer.param_groups[0]["lr"]

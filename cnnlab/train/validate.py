@@ -42,6 +42,7 @@ RANGES = {
     "input_channels": (lambda v: 1 <= v <= 64, "a channel count, e.g. 3"),
     "unfreeze_epochs": (lambda v: v >= 1, "at least 1 epoch"),
     "backbone_lr_mult": (lambda v: _finite(v) and v > 0, "a positive factor, e.g. 0.1"),
+    "tta": (lambda v: 0 <= v <= 2, "false, true (flip) or 2 (flip and 1-pixel shifts)"),
 }
 FLAG = {"batch_size": "--batch-size", "eval_batch_size": "eval_batch_size", "weight_decay": "--weight-decay",
         "label_smoothing": "--label-smoothing", "grad_clip": "--grad-clip", "early_stop": "--early-stop",
