@@ -234,7 +234,7 @@ def _is_residual_block(m: nn.Module) -> bool:
     if flag is not None:
         return bool(flag)
     name = type(m).__name__
-    if name in ("BasicBlock", "Bottleneck"):
+    if name in ("BasicBlock", "Bottleneck", "SpecResidual"):
         return True
     if name == "InvertedResidual":  # only with its skip connection
         return bool(getattr(m, "use_res_connect", getattr(m, "residual", True)))

@@ -33,7 +33,8 @@ class BatchLoader:
         self.ops = parse_augment(augment) if isinstance(augment, (str, type(None))) else augment
         self.pixel_ops, self.float_ops = split_pixel_ops(self.ops)
         if any(name == "altflip" for name, _, _ in self.ops):  # each image's flip in even epochs, fixed by the seed
-            self.flip_bits = torch.rand(len(self.y), generator=_generator(self.seed, 99)) < 0.5
+            bits = torch.rand(len(self.y), generator=_generator(self.seed, 99)) < 0.5
+            self.flip_bits = bits.to(self.device)
         self.fused = self.device.type == "cpu" and fusable(self.ops)
         c = self.x.shape[1]
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255
@@ -61,7 +62,7 @@ class BatchLoader:
 
     def altflip_mask(self, idx: torch.Tensor, epoch: int) -> torch.Tensor:
         """Which of the images `idx` the alternating flip mirrors in `epoch`."""
-        return self.flip_bits[idx.cpu()] ^ bool(epoch % 2)
+        return self.flip_bits[idx.to(self.device)] ^ bool(epoch % 2)
 
     def _bound(self, ops, idx, epoch):
         """The ops with the alternating flip's mask for this batch as its argument."""

@@ -14,10 +14,30 @@ def _hw(input_size):
     return (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
 
 
+class SpecResidual(nn.Module):
+    """A spec's residual block `r[...]`: body(x) + shortcut(x), the shortcut x itself or a strided
+    1x1 convolution (the spec grammar's projection). `residual = True` marks it for analyses (the
+    cost model holds its input until the addition)."""
+
+    residual = True
+
+    def __init__(self, layer):
+        super().__init__()
+        self.body = nn.Sequential(*(layer_to_torch(item[0]) for item in layer.args["body"]))
+        shortcut = layer.args["shortcut"]
+        if shortcut is not None:
+            self.shortcut = layer_to_torch(shortcut[0])
+
+    def forward(self, x):
+        return self.body(x) + (self.shortcut(x) if hasattr(self, "shortcut") else x)
+
+
 def layer_to_torch(layer) -> nn.Module:
     """One resolved spec layer as a PyTorch module."""
     a = layer.args
     k = layer.kind
+    if k == "residual":
+        return SpecResidual(layer)
     if k == "conv":
         return nn.Conv2d(a["in"], a["out"], a["k"], stride=a["stride"], padding=a["pad"], groups=a["groups"])
     if k == "maxpool":

@@ -23,6 +23,20 @@ Tokens (N, K, S, P, G are integers):
 
 `[ ... ]xN` repeats a group N times; groups nest. Upper or lower case both work.
 If a spec does not end in an `fc` layer, one with `num_classes` outputs is appended.
+
+Residual blocks:
+
+    r[ ... ]           out = body(x) + shortcut(x): the tokens inside are the body (image
+                       layers only: no fc, flat or gap). The shortcut is x itself when the body
+                       keeps the shape, else a 1x1 convolution with the body's stride and
+                       output channels (a projection, He et al. 2016). Put an activation after
+                       the block if you want one: r[c64k3-bn-relu-c64k3-bn]-relu
+    r[ ... ]xN         N blocks in a row; blocks nest, and go inside repeated groups
+
+For example a small ResNet: c32k3-bn-relu-[r[c32k3-bn-relu-c32k3-bn]-relu]x2-
+r[c64k3s2-bn-relu-c64k3-bn]-relu-gap-fc10. Both engines build the same network (the NumPy
+engine's `Residual` layer), with the same parameter names (`3.body.0.weight`,
+`3.shortcut.weight`), and the cost model counts the skip tensor in the peak activation.
 """
 
 from __future__ import annotations
@@ -64,6 +78,8 @@ _LRELU = re.compile(r"^lrelu(\d*\.?\d+)?$")
 
 
 def _parse_token(tok: str) -> Layer:
+    if m := _RESIDUAL.match(tok.strip()):
+        return _parse_residual(tok, m.group(1))
     t = tok.lower()
     if m := _CONV.match(t):
         out, k, s, p, g = m.groups()
@@ -100,8 +116,23 @@ def _parse_token(tok: str) -> Layer:
         return Layer("flatten", {}, tok)
     raise SpecError(
         f"bad token '{tok}' in model spec: expected one of cNkK, dwkK, pK, mpK, apK, gap, bn, relu, relu6, "
-        "tanh, sigmoid, lrelu, dR, flat, fcN, softmax, svm (see `cnnlab models --grammar`)"
+        "tanh, sigmoid, lrelu, dR, flat, fcN, r[...], softmax, svm (see `cnnlab models --grammar`)"
     )
+
+
+_RESIDUAL = re.compile(r"^[rR]\[(.*)\]\s*(?:[xX]\s*(\d+))?$", re.S)
+IMAGE_ONLY = ("fc", "flatten", "gap")  # kinds a residual body may not hold: they leave the image shape
+
+
+def _parse_residual(tok: str, inner: str) -> Layer:
+    body = tuple(_parse_token(t) for t in _expand(inner)) if inner.strip() else ()
+    if not body:
+        raise SpecError(f"bad residual block '{tok}': it has no layers; write r[c32k3-bn-relu-c32k3-bn]")
+    for layer in body:
+        if layer.kind in IMAGE_ONLY or layer.token.lower() in LOSSES:
+            raise SpecError(f"bad token '{layer.token}' in residual block '{tok}': a block's body keeps images "
+                            "(convolutions, pooling, bn, activations, dropout); put fc, flat and gap after it")
+    return Layer("residual", dict(body=body), tok)
 
 
 def _split_top(s: str) -> list[str]:
@@ -134,7 +165,16 @@ def _expand(s: str) -> list[str]:
         part = part.strip()
         if not part:
             raise SpecError(f"empty token in model spec '{s}' (two '-' in a row, or a '-' at an end)")
-        if part.startswith("["):
+        if m := _RESIDUAL.match(part):
+            n = int(m.group(2) or 1)
+            if n < 1:
+                raise SpecError(f"bad residual block '{part}': repeat count must be at least 1")
+            size = 1 + len(_expand(m.group(1))) if m.group(1).strip() else 1
+            if len(out) + size * n > MAX_LAYERS:
+                raise SpecError(f"bad residual block '{part[:40]}...': it repeats to {size * n:,} layers; a spec may "
+                                f"have at most {MAX_LAYERS:,}")
+            out.extend([f"r[{m.group(1)}]"] * n)
+        elif part.startswith("["):
             m = re.match(r"^\[(.*)\]\s*[xX]\s*(\d+)$", part, re.S)
             if not m:
                 raise SpecError(f"bad group '{part}': write a repeated group as [tokens]xN, e.g. [c32k3-relu]x2")
@@ -196,53 +236,94 @@ def resolve(spec: Spec, in_shape: tuple, num_classes: int) -> list[tuple[Layer, 
             new = (shape[0] * shape[1] * shape[2],)
             out.append((flat, shape, new))
             shape = new
-        args = dict(layer.args)
-        if layer.kind == "conv":
-            if len(shape) != 3:
-                raise SpecError(f"layer '{layer.token}' is a convolution but its input is flat {shape}: put it before the first fc")
-            c, h, w = shape
-            if args["groups"] is None:  # depthwise
-                args["out"], args["groups"] = c, c
-            if c % args["groups"]:
-                raise SpecError(f"layer '{layer.token}': {c} input channels do not divide into {args['groups']} groups")
-            k, s, p = args["k"], args["stride"], args["pad"]
-            ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-            if ho < 1 or wo < 1:
-                raise SpecError(f"layer '{layer.token}': a {k}x{k} kernel does not fit its {h}x{w} input (padding {p}); the spec shrinks the image too much")
-            args["in"] = c
-            new = (args["out"], ho, wo)
-        elif layer.kind in ("maxpool", "avgpool"):
-            if len(shape) != 3:
-                raise SpecError(f"layer '{layer.token}' is a pooling layer but its input is flat: put it before the first fc")
-            c, h, w = shape
-            k, s = args["k"], args["stride"]
-            ho, wo = (h - k) // s + 1, (w - k) // s + 1
-            if ho < 1 or wo < 1:
-                raise SpecError(f"layer '{layer.token}': a {k}x{k} window does not fit its {h}x{w} input; the spec shrinks the image too much")
-            new = (c, ho, wo)
-        elif layer.kind == "gap":
-            if len(shape) != 3:
-                raise SpecError(f"layer '{layer.token}' needs an image input, but its input is flat")
-            new = (shape[0], 1, 1)
-        elif layer.kind == "flatten":
-            new = (int(_prod(shape)),)
-        elif layer.kind == "fc":
-            args["in"] = shape[0]
-            new = (args["out"],)
-        else:  # elementwise: activations, bn, dropout
-            if layer.kind == "bn":
-                args["features"], args["ndim"] = shape[0], len(shape)
-            new = shape
-        out.append((Layer(layer.kind, args, layer.token), shape, new))
-        shape = new
+        out.append(_resolve_one(layer, shape))
+        shape = out[-1][2]
+    return out
+
+
+def _resolve_one(layer: Layer, shape: tuple):
+    """(layer with concrete args, in shape, out shape), or a SpecError naming its token."""
+    if layer.kind == "residual":
+        return _resolve_residual(layer, shape)
+    args = dict(layer.args)
+    if layer.kind == "conv":
+        if len(shape) != 3:
+            raise SpecError(f"layer '{layer.token}' is a convolution but its input is flat {shape}: put it before the first fc")
+        c, h, w = shape
+        if args["groups"] is None:  # depthwise
+            args["out"], args["groups"] = c, c
+        if c % args["groups"]:
+            raise SpecError(f"layer '{layer.token}': {c} input channels do not divide into {args['groups']} groups")
+        k, s, p = args["k"], args["stride"], args["pad"]
+        ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        if ho < 1 or wo < 1:
+            raise SpecError(f"layer '{layer.token}': a {k}x{k} kernel does not fit its {h}x{w} input (padding {p}); the spec shrinks the image too much")
+        args["in"] = c
+        new = (args["out"], ho, wo)
+    elif layer.kind in ("maxpool", "avgpool"):
+        if len(shape) != 3:
+            raise SpecError(f"layer '{layer.token}' is a pooling layer but its input is flat: put it before the first fc")
+        c, h, w = shape
+        k, s = args["k"], args["stride"]
+        ho, wo = (h - k) // s + 1, (w - k) // s + 1
+        if ho < 1 or wo < 1:
+            raise SpecError(f"layer '{layer.token}': a {k}x{k} window does not fit its {h}x{w} input; the spec shrinks the image too much")
+        new = (c, ho, wo)
+    elif layer.kind == "gap":
+        if len(shape) != 3:
+            raise SpecError(f"layer '{layer.token}' needs an image input, but its input is flat")
+        new = (shape[0], 1, 1)
+    elif layer.kind == "flatten":
+        new = (int(_prod(shape)),)
+    elif layer.kind == "fc":
+        args["in"] = shape[0]
+        new = (args["out"],)
+    else:  # elementwise: activations, bn, dropout
+        if layer.kind == "bn":
+            args["features"], args["ndim"] = shape[0], len(shape)
+        new = shape
+    return Layer(layer.kind, args, layer.token), shape, new
+
+
+def _resolve_residual(layer: Layer, shape: tuple):
+    """(residual layer with resolved `body` and `shortcut` args, in shape, out shape)."""
+    if len(shape) != 3:
+        raise SpecError(f"residual block '{layer.token}' needs an image input, but its input is flat {shape}")
+    body = _resolve_layers(layer.args["body"], shape)
+    out_shape = body[-1][2]
+    shortcut = None
+    if out_shape != shape:
+        (c, h, w), (co, ho, wo) = shape, out_shape
+        stride = max(1, -(-h // ho))
+        if ((h - 1) // stride + 1, (w - 1) // stride + 1) != (ho, wo):
+            raise SpecError(f"residual block '{layer.token}' turns {h}x{w} into {ho}x{wo}, which no strided 1x1 "
+                            "shortcut matches: keep the size, or halve it with one stride-2 layer")
+        conv = Layer("conv", dict(out=co, k=1, stride=stride, pad=0, groups=1, **{"in": c}), f"c{co}k1s{stride}")
+        shortcut = (conv, shape, out_shape)
+    return Layer("residual", dict(body=tuple(body), shortcut=shortcut), layer.token), shape, out_shape
+
+
+def _resolve_layers(layers, shape):
+    """Resolve a residual body: image layers only, so no implied flatten or fc."""
+    out = []
+    for layer in layers:
+        out.append(_resolve_one(layer, shape))
+        shape = out[-1][2]
     return out
 
 
 def spec_size(resolved) -> tuple[int, int]:
-    """(parameters, largest activation in elements per image) of a resolved spec, without building it."""
+    """(parameters, largest activation in elements per image) of a resolved spec, without building it.
+    A residual block's largest activation counts its input, still held for the addition."""
     params, largest = 0, 0
     for layer, in_shape, out_shape in resolved:
         a = layer.args
+        if layer.kind == "residual":
+            inner = list(a["body"]) + ([a["shortcut"]] if a["shortcut"] else [])
+            p, big = spec_size(inner)
+            params += p
+            largest = max(largest, big + _prod(in_shape))
+            continue
         if layer.kind == "conv":
             params += a["out"] * (a["in"] // a["groups"]) * a["k"] * a["k"] + a["out"]
         elif layer.kind == "fc":

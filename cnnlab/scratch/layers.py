@@ -13,6 +13,7 @@ tracks the unbiased one, max pooling sends the gradient to the first maximum of 
 from __future__ import annotations
 
 import math
+from collections.abc import MutableMapping
 
 import numpy as np
 
@@ -33,6 +34,10 @@ class Layer:
 
     def backward(self, dout, cache):
         raise NotImplementedError
+
+    def state_items(self) -> dict:
+        """Parameters and buffers by name, in the order of the PyTorch module's state_dict."""
+        return {**self.params, **self.buffers}
 
     def _expect(self, x, ndim, channels=None, what="channels"):
         if x.ndim != ndim or (channels is not None and x.shape[1] != channels):
@@ -269,3 +274,81 @@ class BatchNorm(Layer):
         dx = (inv.reshape(bshape) / m) * (m * dxhat - dxhat.sum(axis=axes).reshape(bshape)
                                           - xhat * (dxhat * xhat).sum(axis=axes).reshape(bshape))
         return dx, {"weight": dgamma, "bias": dbeta}
+
+
+class _Joined(MutableMapping):
+    """The params (or buffers) of several sublayers as one mapping, `<prefix>.<name>` -> the
+    sublayer's own entry: reading gives the live array, writing replaces it in the sublayer."""
+
+    def __init__(self, parts: dict, kind: str):
+        self.parts, self.kind = parts, kind  # prefix -> sublayer
+
+    def _find(self, key):
+        for prefix, layer in self.parts.items():
+            if key.startswith(prefix + "."):
+                d, name = getattr(layer, self.kind), key[len(prefix) + 1:]
+                if name in d:  # a nested block's own mapping resolves the rest
+                    return d, name
+        raise KeyError(key)
+
+    def __getitem__(self, key):
+        d, name = self._find(key)
+        return d[name]
+
+    def __setitem__(self, key, value):
+        d, name = self._find(key)
+        d[name] = value
+
+    def __delitem__(self, key):
+        raise TypeError("a residual block's parameters cannot be removed")
+
+    def __iter__(self):
+        for prefix, layer in self.parts.items():
+            for name in getattr(layer, self.kind):
+                yield f"{prefix}.{name}"
+
+    def __len__(self):
+        return sum(len(getattr(layer, self.kind)) for layer in self.parts.values())
+
+
+class Residual(Layer):
+    """A spec's residual block `r[...]`: out = body(x) + shortcut(x), the shortcut x itself or a
+    strided 1x1 convolution. Backward: the output gradient flows into both branches and their
+    input gradients add. Parameter names follow the PyTorch SpecResidual (`body.0.weight`,
+    `shortcut.weight`)."""
+
+    def __init__(self, body: list, shortcut=None, name=""):
+        super().__init__(name or "r[...]")
+        self.body, self.shortcut = list(body), shortcut
+        parts = {f"body.{i}": layer for i, layer in enumerate(self.body)}
+        if shortcut is not None:
+            parts["shortcut"] = shortcut
+        self.parts = parts
+        self.params, self.buffers = _Joined(parts, "params"), _Joined(parts, "buffers")
+
+    def state_items(self) -> dict:
+        return {f"{prefix}.{n}": v for prefix, layer in self.parts.items() for n, v in layer.state_items().items()}
+
+    def forward(self, x, train=False):
+        caches, out = [], x
+        for layer in self.body:
+            out, cache = layer.forward(out, train)
+            caches.append(cache)
+        if self.shortcut is None:
+            if out.shape != x.shape:
+                raise CnnlabError(f"residual block '{self.name}': its body turns {tuple(x.shape)} into {tuple(out.shape)}")
+            return out + x, (caches, None)
+        skip, skip_cache = self.shortcut.forward(x, train)
+        return out + skip, (caches, skip_cache)
+
+    def backward(self, dout, cache):
+        caches, skip_cache = cache
+        grads, d = {}, dout
+        for i in range(len(self.body) - 1, -1, -1):
+            d, g = self.body[i].backward(d, caches[i])
+            grads.update({f"body.{i}.{n}": v for n, v in g.items()})
+        if self.shortcut is None:
+            return d + dout, grads
+        dskip, g = self.shortcut.backward(dout, skip_cache)
+        grads.update({f"shortcut.{n}": v for n, v in g.items()})
+        return d + dskip, grads

@@ -23,6 +23,10 @@ from cnnlab.scratch.losses import compute_loss
 def make_layer(layer, rng, dtype, backend):
     """One resolved spec layer (`cnnlab.models.spec.Layer`) as a scratch layer."""
     a, kind, name = layer.args, layer.kind, layer.token
+    if kind == "residual":
+        body = [make_layer(item[0], rng, dtype, backend) for item in a["body"]]
+        shortcut = make_layer(a["shortcut"][0], rng, dtype, backend) if a["shortcut"] else None
+        return L.Residual(body, shortcut, name)
     if kind == "conv":
         return L.Conv2d(a["in"], a["out"], a["k"], a["stride"], a["pad"], a["groups"], rng, dtype, backend, name)
     if kind == "maxpool":
@@ -77,7 +81,7 @@ class ScratchNet:
         """Copies of parameters and buffers under the PyTorch SpecNet state_dict keys, in its order."""
         out = {}
         for i, layer in enumerate(self.layers):
-            for n, v in {**layer.params, **layer.buffers}.items():
+            for n, v in layer.state_items().items():
                 out[f"{i}.{n}"] = np.array(v, copy=True)
         return out
 

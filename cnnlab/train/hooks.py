@@ -50,6 +50,13 @@ class DataInit(Hook):
             return
         start = time.perf_counter()
         images = t.loader.normalize(t.loader.x[:self.count]).cpu()  # fitted on the CPU: the same on every process
+        fits = [m for m in layers if getattr(m, "in_channels", images.shape[1]) == images.shape[1]]
+        if len(fits) < len(layers):  # behind an input adapter (--input-channels): left at its initial weights
+            t.log(f"not fitted to the data: {', '.join(type(m).__name__ for m in layers if m not in fits)} "
+                  f"(it takes another channel count than the dataset's {images.shape[1]})")
+        layers = fits
+        if not layers:
+            return
         for m in layers:
             m.init_from_data(images)
         t.progress.elapsed += time.perf_counter() - start

@@ -11,8 +11,10 @@ with gradient G and momentum buffer B:
 where NS5 is five Newton-Schulz iterations that map a matrix to the nearest semi-orthogonal one
 (in bfloat16; coefficients 3.4445, -4.7750, 2.0315). Every other parameter (the fc head, biases,
 norm shifts) takes Nesterov SGD in the same optimizer, in groups with their own learning rate and
-momentum (`orthogonal: False`); `weight_decay` there is decoupled: each step removes
-`weight_decay * lr / initial_lr` of the weights, so it follows the schedule.
+momentum (`orthogonal: False`); `weight_decay` there enters the gradient, before momentum, as
+`weight_decay / initial_lr * W`, so each step at full rate removes `weight_decay` of the weights in
+every group whatever its rate (as torch's SGD with weight_decay = wd / lr per group), and the decay
+follows the schedule.
 
 torch.optim.Muon (PyTorch 2.9+) orthogonalises 2-D parameters only and refuses 4-D convolution
 filters, hence this class; it is one entry of the optimizer table (cnnlab.train.optim, "muon").
@@ -59,6 +61,8 @@ class Muon(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 g = p.grad
+                if group["weight_decay"] and not group["orthogonal"]:
+                    g = g.add(p, alpha=group["weight_decay"] / group.get("initial_lr", lr))
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(g)
@@ -70,8 +74,6 @@ class Muon(torch.optim.Optimizer):
                         p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
                     p.add_(newton_schulz(u.reshape(len(u), -1), group["ns_steps"]).view_as(p), alpha=-lr)
                 else:
-                    if group["weight_decay"]:
-                        p.mul_(1 - group["weight_decay"] * lr / group.get("initial_lr", lr))
                     p.add_(u, alpha=-lr)
         return loss
 
@@ -80,7 +82,7 @@ def muon_groups(model, lr: float, weight_decay: float = 0.0, head_lr: float | No
                 bias_lr: float | None = None, sgd_momentum: float = 0.85, lr_scale: dict | None = None):
     """Muon's parameter groups: convolution filters (4-D) orthogonalised at `lr`; 2-D weights (the
     fc head) at `head_lr` and 1-D parameters (biases, norm shifts) at `bias_lr` by Nesterov SGD with
-    momentum `sgd_momentum` and decoupled `weight_decay` (both rates default to `lr`). The fast
+    momentum `sgd_momentum` and `weight_decay` (both rates default to `lr`). The fast
     recipes use head_lr 1340 and bias_lr 106 at batch 2000: SGD rates for cnnlab's mean loss scale
     with the batch size (the published 0.67 and 0.053 are rates for a summed loss: times 2000).
     The orthogonalised update does not depend on the gradient's scale, so `lr` does not."""

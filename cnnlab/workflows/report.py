@@ -729,6 +729,47 @@ def _experiment_table(labelled) -> Table | None:
                   ("train_seconds", "train time s (mean ± std)", "num")], rows, id="experiments")
 
 
+def search_section(path) -> Section:
+    """The search's section: the chosen model and its costs, the Pareto plot, every trial."""
+    from cnnlab.workflows.search import pareto_figure, read_search
+
+    d = read_search(path)
+    b = d["best"]
+    sec = Section("search", "Architecture search")
+    sec.blocks.append(KeyValues([
+        ("chosen model", f"trial {b['trial']}: {b['model']}"),
+        ("validation error", f"{b['val_error']:.2f}%"), ("test error (evaluated once)", f"{b['test_error']:.2f}%"),
+        ("cycles", f"{b['cycles']:,}"), ("energy", f"{b['energy_mj']:.4f} mJ"), ("parameters", f"{b['parameters']:,}"),
+        ("peak activation", f"{b['peak_activation']:,} B"),
+        ("competition metric", f"{b['test_metric']:.3f} on test ({b['val_metric']:.3f} on validation)"),
+        ("trials", f"{b['trials']} ({b['complete']} trained, {b['pruned']} pruned early, {b['infeasible']} "
+                   "infeasible: refused by the cost model without training)"),
+        ("objectives", ", ".join(b["objectives"]))]))
+    sec.blocks.append(Image("search_pareto", pareto_figure(d["trials"], set(b["pareto"])),
+                            "Validation error against accelerator cycles per image for every trained trial, coloured "
+                            "by energy; the Pareto front ringed.", "Pareto front of the search"))
+    cols = [("trial", "trial", "num"), ("state", "state", "text"), ("model", "model spec", "text"),
+            ("cycles", "cycles", "num"), ("energy_mj", "energy mJ", "num"), ("params", "params", "num"),
+            ("peak_activation", "peak act. B", "num"), ("val_error", "val error %", "num"),
+            ("metric", "metric", "num"), ("infeasible", "why refused", "text")]
+    rows = []
+    for r in d["trials"]:
+        row = {}
+        for key, _, kind in cols:
+            v = r.get(key, "")
+            num = _num(v) if kind == "num" else None
+            if kind == "num" and num is None:
+                try:
+                    num = float(v)
+                except (TypeError, ValueError):
+                    num = None
+            row[key] = Cell(f"{num:.4g}" if num is not None and key in ("energy_mj", "val_error", "metric")
+                            else (f"{int(num):,}" if num is not None else (v or "-")), num)
+        rows.append(row)
+    sec.blocks.append(Table(cols, rows, id="search-trials"))
+    return sec
+
+
 def comparison_document(runs: list, title: str, description: str = "", sources: str = ""):
     """(Document, figures) comparing several runs (RunFiles)."""
     missing = []
@@ -805,9 +846,18 @@ def expand_paths(paths) -> tuple[list, list]:
     directories (each run directly inside), and the study directories among them."""
     from cnnlab.workflows.study import is_study_dir, study_runs
 
+    from cnnlab.workflows.search import is_search_dir, read_search
+
     found, studies = [], []
     for p in paths:
         p = Path(p)
+        if p.exists() and is_search_dir(p):  # a search: its trained trials, and its own section
+            studies.append(p)
+            prefix = f"{p.resolve().name}:" if len(paths) > 1 else ""
+            found += [(f"{prefix}trial-{int(r['trial']):04d}", Path(r["run_dir"] if "run_dir" in r and r["run_dir"]
+                                                                     else p / "trials" / f"{int(r['trial']):04d}"))
+                      for r in read_search(p)["trials"] if r["state"] == "complete"]
+            continue
         if not p.exists():
             raise CnnlabError(f"{p} does not exist: give a run directory (from `cnnlab train`) or a study directory "
                               "(from `cnnlab study`)")
@@ -868,11 +918,17 @@ def report(paths, out=None, fmt: str = "html", data_dir=None, device: str = "cpu
         title = (f"cnnlab study report: {Path(studies[0]).resolve().name}" if len(studies) == 1 and len(paths) == 1
                  else f"cnnlab comparison of {len(found)} runs")
         description = ""
-        if len(studies) == 1 and len(paths) == 1:
+        from cnnlab.workflows.search import is_search_dir
+
+        if len(studies) == 1 and len(paths) == 1 and not is_search_dir(studies[0]):
             from cnnlab.workflows.study import study_description
 
             description = study_description(studies[0])
         doc, figs = comparison_document(files_list, title, description, ", ".join(str(p) for p in paths))
+        for place, p in enumerate(p for p in studies if is_search_dir(p)):
+            doc.sections.insert(place, search_section(p))
+            if len(paths) == 1:
+                doc.title = f"cnnlab search report: {Path(p).resolve().name}"
         kind = "comparison"
     written = []
     if fmt == "html":

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cnnlab.errors import CnnlabError
 from cnnlab.workflows.study import load_study, mean_std, run_study
@@ -87,9 +88,16 @@ def test_budget_seconds_gives_every_run_a_time_limit(tmp_path):
 
 
 def test_shipped_examples_are_valid():
+    """Every example file: a study (or, with a `space:`, a search file, checked whole the same way)."""
+    from cnnlab.workflows.search import load_search
+
     examples = sorted(Path(__file__).resolve().parents[2].joinpath("examples").glob("*.yaml"))
-    assert len(examples) >= 4
+    assert len(examples) >= 5
     for path in examples:
+        if "space" in yaml.safe_load(path.read_text()):
+            search = load_search(path)
+            assert search.trials >= 1 and search.params
+            continue
         study = load_study(path)
         assert study.runs
 

@@ -1,0 +1,68 @@
+"""`cnnlab search SEARCH.yaml`: hardware-aware architecture search (cnnlab.workflows.search)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from cnnlab.commands.common import add_json_flag, print_json
+from cnnlab.errors import CnnlabError
+
+
+def add_parser(sub):
+    p = sub.add_parser("search", help="search architectures for the competition metric (Optuna; cost model first)",
+                       description="Search model specs and training settings with Optuna. Every candidate is "
+                                   "costed first (cycles, energy, peak activation); infeasible ones never train. "
+                                   "Run it again to resume; see cnnlab/workflows/search.py for the file format.")
+    p.add_argument("file", help="the search file (YAML)")
+    p.add_argument("--out", help="search directory (default runs/search-<file name>)")
+    p.add_argument("--trials", type=int, help="finished trials to reach (default: the file's `trials`)")
+    p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db (default: OUT/search.db, SQLite)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the storage")
+    p.add_argument("--data-dir", help="data directory for every trial (default: the base config's or $CNNLAB_DATA_DIR)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from cnnlab.workflows.search import finish, load_search, storage_url, work
+
+    search = load_search(args.file, args.out, args.trials)
+    if args.data_dir:
+        search.base["data_dir"] = args.data_dir
+    if args.workers < 1:
+        raise CnnlabError(f"--workers must be at least 1, got {args.workers}")
+    log = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    if args.worker:  # one of several processes: trials only
+        work(search, args.storage, log=log)
+        return 0
+    search.out.mkdir(parents=True, exist_ok=True)
+    storage = storage_url(search, args.storage)
+    if args.workers == 1:
+        work(search, storage, log=log)
+    else:  # N worker processes share the storage; this one waits for them, then writes the results
+        from cnnlab.workflows.search import open_study
+
+        open_study(search, storage)  # created once, before the workers race to create it
+        cmd = [sys.executable, "-m", "cnnlab", "search", str(search.path), "--out", str(search.out),
+               "--storage", storage, "--trials", str(search.trials), "--worker"]
+        if args.data_dir:
+            cmd += ["--data-dir", args.data_dir]
+        workers = [subprocess.Popen(cmd) for _ in range(args.workers)]
+        try:
+            codes = [p.wait() for p in workers]
+        except BaseException:
+            for p in workers:
+                p.terminate()
+            raise
+        if any(codes):
+            raise CnnlabError(f"{sum(c != 0 for c in codes)} of {args.workers} worker processes failed (exit codes "
+                              f"{codes}); run the same command again to finish the search")
+    best = finish(search, storage, data_dir=search.base.get("data_dir"), log=log)
+    if args.json:
+        print_json(best)
+    else:
+        print(f"outputs: {search.out}/ (trials.csv, pareto.png, best.yaml, best.json)")
+    return 0

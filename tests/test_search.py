@@ -1,0 +1,222 @@
+"""`cnnlab search`: costing before training, resuming a killed search from its SQLite file, and two
+workers sharing SQLite and a real PostgreSQL server (started here from Debian's postgresql package,
+which .ci/run installs; elsewhere the test says why it did not run). Tiny synthetic data and nets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+optuna = pytest.importorskip("optuna", reason="cnnlab search needs Optuna: pip install 'cnnlab[search]'")
+
+from cnnlab.cli import main as cli  # noqa: E402
+from cnnlab.errors import CnnlabError  # noqa: E402
+from cnnlab.workflows.search import load_search, open_study, spec_text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = "synthetic:shape=3x8x8,classes=4,train=200,test=40"
+
+
+def _search_file(tmp_path, **kw) -> Path:
+    d = {
+        "base": {"dataset": DATA, "epochs": 2, "batch_size": 40, "optimizer": "sgd", "lr": 0.05, "val_size": 40,
+                 "threads": 1},
+        "space": {"spec": "c{w}k3-relu-{pool}-fc4",
+                  "params": {"w": {"choices": [2, 4, 8]}, "pool": {"choices": ["p2", ""]}},
+                  "train": {"lr": {"float": [0.01, 0.1], "log": True}}},
+        "constraints": {"max_params": 600},
+        "trials": 6, "seed": 0, "stale_after": 3, "prune": False,
+    }
+    d.update(kw)
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+def _trials(out, storage=None):
+    search = load_search(_search_file_of(out), out)
+    return open_study(search, storage).get_trials(deepcopy=False)
+
+
+def _search_file_of(out):
+    return Path(out).parent / "search.yaml"
+
+
+def test_spec_text_drops_empty_choices():
+    assert spec_text("c{w}k3-{pool}-[r[c{w}k3-{act}]]x2-fc4", {"w": 8, "pool": "", "act": ""}) == \
+        "c8k3-[r[c8k3]]x2-fc4"
+
+
+def test_bad_search_files_are_one_line(tmp_path):
+    bad = [({"objective": "accuracy"}, "unknown objective 'accuracy'"),
+           ({"space": {"spec": "c{w}k3", "params": {}}}, "the spec uses {w}"),
+           ({"space": {"spec": "c8k3", "params": {"w": {"int": [3, 1]}}}}, "low <= high"),
+           ({"trials": 0}, "trials must be a positive integer"),
+           ({"budget": 3}, "unknown key 'budget'")]
+    for change, message in bad:
+        with pytest.raises(CnnlabError, match=message.replace("{", r"\{").replace("[", r"\[")):
+            load_search(_search_file(tmp_path, **change))
+
+
+def test_infeasible_candidates_never_train(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert cli(["search", str(_search_file(tmp_path)), "--out", str(out)]) == 0
+    trials = _trials(out)
+    infeasible = [t for t in trials if "infeasible" in t.user_attrs]
+    trained = [t for t in trials if t.state.name == "COMPLETE"]
+    assert infeasible and trained
+    for t in infeasible:  # costed, refused, and no run directory made
+        assert t.state.name == "PRUNED" and t.user_attrs["params"] > 600 and "600" in t.user_attrs["infeasible"]
+        assert not (out / "trials" / f"{t.number:04d}").exists()
+    for t in trained:
+        assert t.user_attrs["params"] <= 600 and (out / "trials" / f"{t.number:04d}" / "summary.json").is_file()
+        assert t.value == pytest.approx(t.user_attrs["error"] / 12 + t.user_attrs["cycles"] / 300000)
+    for name in ("trials.csv", "pareto.png", "best.yaml", "best.json"):
+        assert (out / name).is_file(), name
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    from cnnlab.config import TrainConfig
+
+    best = TrainConfig.load(out / "best.yaml")
+    assert best.out is None and best.model in {t.user_attrs["model"] for t in trained}
+    from cnnlab.workflows.report import report
+
+    page = report([out], evaluate=False).path.read_text()  # the search's section in the HTML report
+    assert page.count("Architecture search") >= 1 and 'id="search-trials"' in page
+    assert "Pareto front" in page and page.count("data:image/png;base64") >= 2
+    assert all(f"trial-{t.number:04d}" in page for t in trained)
+
+
+def _finished(out):
+    return [t for t in _trials(out) if t.state.name in ("COMPLETE", "PRUNED")]
+
+
+def _count_finished(db: Path) -> int:
+    """Finished trials, read straight from the SQLite file (quick enough to poll)."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return con.execute("SELECT count(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
+    except sqlite3.OperationalError:  # the tables are not there yet
+        return 0
+
+
+def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
+    path = _search_file(tmp_path, trials=12, constraints={})  # every trial trains (a second or so each)
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "cnnlab", "search", str(path), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and _count_finished(out / "search.db") < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-way, most likely inside a trial
+    proc.wait()
+    before = {t.number: (t.state.name, dict(t.params)) for t in _finished(out)}
+    assert 3 <= len(before) < 12
+    stamps = {n: (out / "trials" / f"{n:04d}" / "summary.json").stat().st_mtime_ns
+              for n, (state, _) in before.items() if state == "COMPLETE"}
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    after = {t.number: (t.state.name, dict(t.params)) for t in _finished(out)}
+    assert len(after) == 12 and all(after[n] == v for n, v in before.items())
+    for n, stamp in stamps.items():  # finished trials were not trained again
+        assert (out / "trials" / f"{n:04d}" / "summary.json").stat().st_mtime_ns == stamp
+
+
+def _check_shared(out, storage, trials):
+    search = load_search(_search_file_of(out), out)
+    got = open_study(search, storage).get_trials(deepcopy=False)
+    done = [t for t in got if t.state.name in ("COMPLETE", "PRUNED")]
+    assert trials <= len(done) <= trials + 1  # two workers may both start the last one
+    assert len({t.number for t in got}) == len(got)  # no trial recorded twice
+    dirs = [t.user_attrs["run_dir"] for t in done if "run_dir" in t.user_attrs]
+    assert len(dirs) == len(set(dirs))
+    assert all(Path(d, "summary.json").is_file() for d in dirs)
+    assert len({t.user_attrs["worker"] for t in done}) == 2  # both processes ran trials
+
+
+def test_two_workers_share_one_sqlite_search(tmp_path):
+    path = _search_file(tmp_path, trials=8, constraints={})
+    out = tmp_path / "s"
+    r = subprocess.run([sys.executable, "-m", "cnnlab", "search", str(path), "--out", str(out), "--workers", "2"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    _check_shared(out, None, 8)
+
+
+def _pg_bin(name):
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (d / name).exists():
+            return str(d / name)
+    return None
+
+
+@pytest.fixture
+def postgres():
+    """A throw-away PostgreSQL server on a free loopback port; yields its URL."""
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        psycopg = None
+    missing = [n for n, v in (("initdb", initdb), ("pg_ctl", pg_ctl), ("psycopg", psycopg)) if not v]
+    if missing:
+        why = (f"PostgreSQL is not installed here ({', '.join(missing)} missing): apt-get install postgresql and "
+               "pip install 'cnnlab[search]' (psycopg)")
+        if os.environ.get("CNNLAB_REQUIRE_POSTGRES") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    root = Path(tempfile.mkdtemp(prefix="cnnlab-pg-"))
+    os.chmod(root, 0o755)
+    data = root / "data"
+    data.mkdir()
+    as_user = []
+    if os.geteuid() == 0:  # the server refuses to run as root: run it as Debian's postgres user
+        shutil.chown(data, "postgres")
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(as_user + [initdb, "-D", str(data), "-U", "cnnlab", "--auth=trust"], check=True,
+                   capture_output=True)
+    subprocess.run(as_user + [pg_ctl, "-D", str(data), "-w", "-l", str(root / "log"), "-o",
+                              f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"], check=True,
+                   capture_output=True)
+    try:
+        yield f"postgresql://cnnlab@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_user + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_share_a_postgresql_search(tmp_path, postgres):
+    path = _search_file(tmp_path, trials=6, constraints={})
+    out = tmp_path / "s"
+    r = subprocess.run([sys.executable, "-m", "cnnlab", "search", str(path), "--out", str(out), "--workers", "2",
+                        "--storage", postgres], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert not (out / "search.db").exists()
+    _check_shared(out, postgres, 6)
+
+
+def test_unreachable_storage_is_one_line(tmp_path, capsys):
+    path = _search_file(tmp_path)
+    assert cli(["search", str(path), "--out", str(tmp_path / "s"), "--storage",
+                "postgresql://nobody@127.0.0.1:1/none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnlab: error: cannot open the search storage") and "\n" not in err
