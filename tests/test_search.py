@@ -68,6 +68,40 @@ def test_bad_search_files_are_one_line(tmp_path):
             load_search(_search_file(tmp_path, **change))
 
 
+def test_pruning_sees_the_objective_lower_is_better(tmp_path):
+    """The pruner gets the study's own objective (competition metric from the epoch's validation
+    error and the candidate's cycles), not the accuracy: a minimising study would prune the best."""
+    from cnnlab.workflows.search import PruneReport
+
+    class Trial:
+        def __init__(self):
+            self.reports = []
+
+        def report(self, value, step):
+            self.reports.append((value, step))
+
+        def should_prune(self):
+            return self.reports[-1][0] > 2.0
+
+    class Run:
+        stopped = None
+
+        def stop(self, reason, now=False):
+            self.stopped = reason
+
+    search = load_search(_search_file(tmp_path, prune=True))
+    trial, run = Trial(), Run()
+    hook = PruneReport(trial, search, {"cycles": 30000, "energy_mj": 0.1, "macs": 1, "params": 1})
+    hook.on_epoch_end(run, {"epoch": 1, "val_acc": 0.85})
+    assert trial.reports == [(pytest.approx(15 / 12 + 0.1), 1)] and not hook.pruned and run.stopped is None
+    hook.on_epoch_end(run, {"epoch": 2, "val_acc": 0.70})  # worse: 30 % error -> 2.6
+    assert hook.pruned and "after epoch 2" in run.stopped
+    multi = load_search(_search_file(tmp_path, prune=True, objective=["error", "cycles"]))
+    quiet = PruneReport(Trial(), multi, {"cycles": 1, "energy_mj": 0, "macs": 1, "params": 1})
+    quiet.on_epoch_end(run, {"epoch": 1, "val_acc": 0.1})
+    assert not quiet.trial.reports  # Optuna prunes single-objective studies only
+
+
 def test_infeasible_candidates_never_train(tmp_path, capsys):
     out = tmp_path / "s"
     assert cli(["search", str(_search_file(tmp_path)), "--out", str(out)]) == 0
@@ -140,6 +174,8 @@ def _check_shared(out, storage, trials):
     done = [t for t in got if t.state.name in ("COMPLETE", "PRUNED")]
     assert trials <= len(done) <= trials + 1  # two workers may both start the last one
     assert len({t.number for t in got}) == len(got)  # no trial recorded twice
+    proposals = [tuple(sorted(t.params.items())) for t in done]
+    assert len(set(proposals)) == len(proposals)  # and no candidate proposed twice (each worker its own seed)
     dirs = [t.user_attrs["run_dir"] for t in done if "run_dir" in t.user_attrs]
     assert len(dirs) == len(set(dirs))
     assert all(Path(d, "summary.json").is_file() for d in dirs)

@@ -21,7 +21,7 @@ def add_parser(sub):
     p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db (default: OUT/search.db, SQLite)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the storage")
     p.add_argument("--data-dir", help="data directory for every trial (default: the base config's or $CNNLAB_DATA_DIR)")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # this worker's number
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -35,8 +35,8 @@ def run(args) -> int:
     if args.workers < 1:
         raise CnnlabError(f"--workers must be at least 1, got {args.workers}")
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
-    if args.worker:  # one of several processes: trials only
-        work(search, args.storage, log=log)
+    if args.worker is not None:  # one of several processes: trials only
+        work(search, args.storage, log=log, worker=args.worker)
         return 0
     search.out.mkdir(parents=True, exist_ok=True)
     storage = storage_url(search, args.storage)
@@ -47,10 +47,10 @@ def run(args) -> int:
 
         open_study(search, storage)  # created once, before the workers race to create it
         cmd = [sys.executable, "-m", "cnnlab", "search", str(search.path), "--out", str(search.out),
-               "--storage", storage, "--trials", str(search.trials), "--worker"]
+               "--storage", storage, "--trials", str(search.trials)]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
-        workers = [subprocess.Popen(cmd) for _ in range(args.workers)]
+        workers = [subprocess.Popen(cmd + ["--worker", str(i)]) for i in range(args.workers)]
         try:
             codes = [p.wait() for p in workers]
         except BaseException:

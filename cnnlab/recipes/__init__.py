@@ -2,8 +2,8 @@
 
 A recipe is an ordinary config file (cnnlab/recipes/NAME.yaml, TrainConfig keys) that a user can
 read, copy and change; flags given with --recipe override it, as they override --config. Its
-leading comment lines describe it: the first says what it is for, and lines starting with
-`# measured:` give the figures measured with it (BENCHMARKS.md has the commands and machines).
+leading comment lines describe it: first what it is for, then from a line starting with
+`# measured:` the figures measured with it (BENCHMARKS.md has the commands and machines).
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def describe(name: str) -> dict:
         text = line.lstrip("#").strip()
         if text.lower().startswith("measured:"):
             measured.append(text.split(":", 1)[1].strip())
-        elif text and not measured:
+        elif text and measured:  # a measured line continues
+            measured[-1] += " " + text
+        elif text:
             about.append(text)
     return {"name": name, "path": str(path), "about": " ".join(about), "measured": measured,
             "config": load_recipe(name)}

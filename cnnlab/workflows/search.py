@@ -50,7 +50,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from cnnlab.config import TrainConfig
 from cnnlab.cost.report import DEFAULT_MAX_ACTIVATION
@@ -232,23 +231,29 @@ def objective_values(search: Search, attrs: dict) -> list[float]:
 
 
 class PruneReport(Hook):
-    """A trainer hook: validation accuracy to Optuna after each epoch; stops a trial the pruner
-    calls weak (the run ends after that epoch, its directory complete)."""
+    """A trainer hook: after each epoch, the objective as it stands (from that epoch's validation
+    error and the candidate's costs; lower is better, as the study minimises) goes to Optuna's
+    pruner, which may stop the trial (the run ends after that epoch, its directory complete).
+    Multi-objective studies are not pruned (Optuna's pruners take one value)."""
 
-    def __init__(self, trial, enabled: bool):
-        self.trial, self.enabled, self.pruned = trial, enabled, False
+    def __init__(self, trial, search: Search, cost: dict):
+        self.trial, self.search, self.cost, self.pruned = trial, search, cost, False
+        self.enabled = search.prune and len(search.objectives) == 1
 
     def on_epoch_end(self, t, row):
-        self.trial.report(float(row["val_acc"]), int(row["epoch"]))
-        if self.enabled and self.trial.should_prune():
+        if not self.enabled:
+            return
+        value = objective_values(self.search, {**self.cost, "error": 100 * (1 - row["val_acc"]),
+                                               "latency_ms": 0.0})[0]
+        self.trial.report(value, int(row["epoch"]))
+        if self.trial.should_prune():
             self.pruned = True
-            t.stop(f"pruned by the search after epoch {int(row['epoch'])} (validation accuracy "
-                   f"{100 * row['val_acc']:.2f}%)")
+            t.stop(f"pruned by the search after epoch {int(row['epoch'])} (objective {value:.4g})")
 
 
 def _run_trial(search: Search, trial, data_shape, classes) -> list[float]:
     optuna = _optuna()
-    from cnnlab.train.loop import train
+    from cnnlab.train.loop import TrainingDiverged, train
 
     trial.set_user_attr("started", time.time())  # alive: see _fail_unstarted
     values = {name: _suggest(trial, name, d) for name, d in search.params.items()}
@@ -278,8 +283,12 @@ def _run_trial(search: Search, trial, data_shape, classes) -> list[float]:
         shutil.rmtree(run_dir)
     config = TrainConfig.from_dict({**search.base, **overrides, "model": model, "out": str(run_dir)},
                                    where=f"trial {trial.number}")
-    report = PruneReport(trial, search.prune)
-    summary = train(config, quiet=True, hooks=[report])
+    report = PruneReport(trial, search, cost)
+    try:
+        summary = train(config, quiet=True, hooks=[report])
+    except TrainingDiverged as e:  # these settings do not train: an outcome, not an error of the search
+        trial.set_user_attr("diverged", str(e).split(":")[0])
+        raise optuna.TrialPruned() from None
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("val_acc", summary["best_val_acc"])
     trial.set_user_attr("train_seconds", summary["train_seconds"])
@@ -310,7 +319,9 @@ def storage_url(search: Search, storage: str | None) -> str:
     return storage
 
 
-def open_study(search: Search, storage: str | None):
+def open_study(search: Search, storage: str | None, worker: int = 0):
+    """The Optuna study (created or loaded). Each worker's sampler has its own seed (seed + 1000 x
+    worker): with the same seed, workers would propose the same candidates."""
     optuna = _optuna()
     url = storage_url(search, storage)
     if url.startswith("sqlite:///"):
@@ -324,12 +335,13 @@ def open_study(search: Search, storage: str | None):
             engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}, **callback)
     except Exception as e:  # a bad URL, an unreachable server, a missing driver
         raise CnnlabError(f"cannot open the search storage {url.split('@')[-1]}: {str(e).splitlines()[0]}") from None
+    seed = search.seed + 1000 * worker
     if len(search.objectives) > 1 or search.sampler == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(seed=search.seed)
+        sampler = optuna.samplers.NSGAIISampler(seed=seed)
     elif search.sampler == "random":
-        sampler = optuna.samplers.RandomSampler(seed=search.seed)
+        sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
-        sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=min(8, max(2, search.trials // 3)))
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(8, max(2, search.trials // 3)))
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if search.prune else \
         optuna.pruners.NopPruner()
     return optuna.create_study(study_name=search.path.stem, storage=rdb, sampler=sampler, pruner=pruner,
@@ -365,13 +377,14 @@ def running(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
-def work(search: Search, storage: str | None = None, log=print):
-    """Run trials until the study holds `search.trials` finished ones (shared with other workers)."""
+def work(search: Search, storage: str | None = None, log=print, worker: int = 0):
+    """Run trials until the study holds `search.trials` finished ones (shared with other workers;
+    `worker` numbers this one among them)."""
     optuna = _optuna()
     from cnnlab.data import load_dataset
 
     search.out.mkdir(parents=True, exist_ok=True)
-    study = open_study(search, storage)
+    study = open_study(search, storage, worker)
     base = TrainConfig.from_dict({**search.base, "out": None})
     data = load_dataset(base.dataset, base.data_dir, base.val_size, base.seed, base.subset)
     shape, classes = tuple(data.shape), data.num_classes
@@ -380,7 +393,9 @@ def work(search: Search, storage: str | None = None, log=print):
         return _run_trial(search, trial, shape, classes)
 
     def said(study, trial):
-        note = trial.user_attrs.get("infeasible") or (f"values {trial.values}" if trial.values else trial.state.name)
+        a = trial.user_attrs
+        note = a.get("infeasible") or a.get("diverged") or (f"values {trial.values}" if trial.values else
+                                                             trial.state.name.lower())
         log(f"trial {trial.number} {trial.state.name.lower()}: {trial.user_attrs.get('model')}: {note}")
 
     # One trial at a time, until the study holds enough finished ones: a trial of a killed worker
