@@ -434,8 +434,9 @@ def finish(search: Search, storage: str | None = None, data_dir=None, log=print)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     if not done:
         raise CnnlabError(f"no trial of the search in {search.out} finished: widen the space or the constraints")
-    front = study.best_trials
-    chosen = min(front, key=lambda t: ranking_metric(t.user_attrs["error"], t.user_attrs["cycles"]))
+    best = study.best_trials  # one objective: the best trial; several: Optuna's Pareto front
+    chosen = min(best, key=lambda t: ranking_metric(t.user_attrs["error"], t.user_attrs["cycles"]))
+    front = best if len(search.objectives) > 1 else error_cycles_front(done)
     plot_pareto(rows, {t.number for t in front}, search.out / "pareto.png")
     from cnnlab.rundir import RunDir
 
@@ -464,6 +465,12 @@ def finish(search: Search, storage: str | None = None, data_dir=None, log=print)
     return best
 
 
+def error_cycles_front(trials) -> list:
+    """The trained trials no other beats on both validation error and cycles."""
+    pts = [(t.user_attrs["error"], t.user_attrs["cycles"], t) for t in trials]
+    return [t for e, c, t in pts if not any(e2 <= e and c2 <= c and (e2, c2) != (e, c) for e2, c2, _ in pts)]
+
+
 def _csv(rows, keys) -> str:
     import io
 
@@ -489,7 +496,7 @@ def plot_pareto(rows, front: set, path):
 
 def pareto_figure(rows, front: set):
     """Validation error against cycles for every trained trial, coloured by energy; the Pareto front
-    ringed and joined. `rows` as in trials.csv (numbers may be strings)."""
+    (error against cycles) ringed and joined. `rows` as in trials.csv (numbers may be strings)."""
     from cnnlab.workflows.plots import _figure
 
     def num(v):
@@ -511,6 +518,9 @@ def pareto_figure(rows, front: set):
         ax.plot([r["cycles"] for r in edge], [r["val_error"] for r in edge], "-o", mfc="none", color="crimson",
                 ms=9, lw=1, label="Pareto front", zorder=4)
         ax.legend(loc="upper right")
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
     ax.set_xlabel("cycles per image (cost model)")
     ax.set_ylabel("validation error (%)")
     ax.set_title(f"{len(pts)} trained trials")
