@@ -256,3 +256,19 @@ def test_unreachable_storage_is_one_line(tmp_path, capsys):
                 "postgresql://nobody@127.0.0.1:1/none"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cnnlab: error: cannot open the search storage") and "\n" not in err
+
+
+def test_multi_objective_search_keeps_a_pareto_front_and_measures_latency(tmp_path):
+    path = _search_file(tmp_path, trials=4, constraints={}, objective=["error", "cycles", "latency"])
+    out = tmp_path / "s"
+    assert cli(["search", str(path), "--out", str(out), "--json"]) == 0
+    search = load_search(path, out)
+    study = open_study(search, None)
+    assert len(study.directions) == 3 and type(study.sampler).__name__ == "NSGAIISampler"
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    assert done and all(len(t.values) == 3 and t.values[2] == t.user_attrs["latency_ms"] > 0 for t in done)
+    import json
+
+    best = json.loads((out / "best.json").read_text())
+    front = {t.number for t in study.best_trials}
+    assert best["trial"] in front and best["values"] == [t.values for t in done if t.number == best["trial"]][0]
