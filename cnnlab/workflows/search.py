@@ -255,6 +255,9 @@ def _run_trial(search: Search, trial, data_shape, classes) -> list[float]:
     optuna = _optuna()
     from cnnlab.train.loop import TrainingDiverged, train
 
+    storage = getattr(trial.study, "_storage", None)
+    if hasattr(storage, "record_heartbeat"):  # a heartbeat now, before the mark: a marked trial can go stale
+        storage.record_heartbeat(trial._trial_id)
     trial.set_user_attr("started", time.time())  # alive: see _fail_unstarted
     values = {name: _suggest(trial, name, d) for name, d in search.params.items()}
     overrides = {name: _suggest(trial, name, d) for name, d in search.train.items()}
@@ -357,7 +360,8 @@ def finished(study) -> int:
 def _fail_unstarted(study, after: float):
     """Fail RUNNING trials that never started their objective (no `started` mark) for `after`
     seconds: a worker killed between creating a trial and its first heartbeat leaves one, which
-    Optuna's heartbeat check cannot see. They have no parameters yet, so nothing is retried."""
+    Optuna's heartbeat check cannot see (the objective records a heartbeat before the mark, so a
+    marked trial is Optuna's to fail). They have no parameters yet, so nothing is retried."""
     import datetime
 
     from optuna.trial import TrialState
