@@ -33,6 +33,7 @@ from cnnlab.models import create_model
 from cnnlab.models.summary import count_macs
 from cnnlab.recipes import load_recipe
 from cnnlab.train.loop import train
+from cnnlab.workflows.study import mean_std
 
 
 def matmul_flops(dtype, device, n=2048, repeats=5) -> float:
@@ -48,13 +49,6 @@ def matmul_flops(dtype, device, n=2048, repeats=5) -> float:
         if i:
             times.append(time.perf_counter() - t0)
     return 2 * n**3 / statistics.median(times)
-
-
-def mean_std(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def main():

@@ -55,7 +55,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.cost.report import DEFAULT_MAX_ACTIVATION
 from cnnlab.cost.score import ranking_metric
 from cnnlab.errors import CnnlabError, SpecError
-from cnnlab.io import atomic_write_text, load_yaml_mapping
+from cnnlab.io import atomic_write_text, load_yaml_mapping, write_csv
 from cnnlab.train.hookbase import Hook
 
 OBJECTIVES = {  # name -> (what it is, trial attribute)
@@ -206,21 +206,14 @@ def candidate_cost(model: str, shape, classes: int) -> dict:
 
 
 def measure_latency_ms(model: str, shape, classes: int, repeats: int = 20) -> float:
+    """Batch-1 CPU latency in ms (median of `repeats`), measured as `cnnlab bench` measures it."""
     import torch
 
     from cnnlab.models import create_model
+    from cnnlab.workflows.bench import latency_per_image
 
-    net = create_model(model, num_classes=classes, in_channels=shape[0], input_size=tuple(shape[1:])).eval()
-    x = torch.randn(1, *shape)
-    times = []
-    with torch.no_grad():
-        for i in range(repeats + 2):
-            t0 = time.perf_counter()
-            net(x)
-            if i >= 2:
-                times.append(time.perf_counter() - t0)
-    times.sort()
-    return 1000 * times[len(times) // 2]
+    net = create_model(model, num_classes=classes, in_channels=shape[0], input_size=tuple(shape[1:]))
+    return 1000 * latency_per_image(net, torch.randn(1, *shape), torch.device("cpu"), repeats=repeats, warmup=2)
 
 
 def objective_values(search: Search, attrs: dict) -> list[float]:
@@ -433,8 +426,7 @@ def finish(search: Search, storage: str | None = None, data_dir=None, log=print)
                      "train_seconds": a.get("train_seconds"), "worker": a.get("worker"),
                      "run_dir": a.get("run_dir", ""), **t.params})
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    text = _csv(rows, keys)
-    atomic_write_text(search.out / "trials.csv", text)
+    write_csv(search.out / "trials.csv", keys, [["" if r.get(k) is None else r.get(k) for k in keys] for r in rows])
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     if not done:
         raise CnnlabError(f"no trial of the search in {search.out} finished: widen the space or the constraints")
@@ -473,17 +465,6 @@ def error_cycles_front(trials) -> list:
     """The trained trials no other beats on both validation error and cycles."""
     pts = [(t.user_attrs["error"], t.user_attrs["cycles"], t) for t in trials]
     return [t for e, c, t in pts if not any(e2 <= e and c2 <= c and (e2, c2) != (e, c) for e2, c2, _ in pts)]
-
-
-def _csv(rows, keys) -> str:
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
-    return buf.getvalue()
 
 
 def _json(d) -> str:
