@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
-from cnnlab.rundir import RunDir
+from cnnlab.dirs import RunDir
 
 __all__ = ["Run", "train", "resume", "evaluate", "predict", "plot", "compare", "report", "cost", "score", "bench",
            "profile", "study", "environment", "TrainConfig"]
@@ -160,7 +160,7 @@ def cost(run_or_model, input=None, classes: int = 10):
     from cnnlab.cost.report import analyze
 
     if isinstance(run_or_model, (Run, os.PathLike)) or Path(str(run_or_model)).is_dir():
-        from cnnlab.rundir import load_run
+        from cnnlab.dirs import load_run
 
         loaded = load_run(_path(run_or_model))
         return analyze(loaded.model, tuple(input or loaded.data["shape"]), name=loaded.config.model)

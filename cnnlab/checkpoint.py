@@ -11,7 +11,7 @@
     }
 
 Written atomically (temporary file, fsync, rename), so a crash never leaves a torn file. Where a
-checkpoint lives in a run directory is `cnnlab.rundir`'s business; this module knows only the format.
+checkpoint lives in a run directory is `cnnlab.dirs`'s business; this module knows only the format.
 """
 
 from __future__ import annotations
@@ -57,16 +57,10 @@ def load_checkpoint(path) -> dict:
 
 
 def build_model_from_checkpoint(ckpt: dict):
-    from cnnlab.models import create_model
+    from cnnlab.build import build_for
 
-    from cnnlab.models.adapt import adapt_input, model_input_shape
-
-    cfg, data = ckpt["config"], ckpt["data"]
     # a run trained with --resize / --input-channels adapts the dataset's images inside the model
-    resize, channels = cfg.get("resize"), cfg.get("input_channels")
-    c, h, w = model_input_shape(data["shape"], resize, channels)
-    model = create_model(cfg["model"], num_classes=data["num_classes"], in_channels=c, input_size=(h, w),
-                         **cfg.get("model_args", {}))
-    model = adapt_input(model, data["shape"], resize, channels)
+    data = ckpt["data"]
+    model = build_for(ckpt["config"], data["shape"], data["num_classes"])
     model.load_state_dict(ckpt["model_state"])
     return model.eval()

@@ -16,8 +16,8 @@ PKG = Path(__file__).resolve().parents[1] / "cnnlab"
 LAYERS = [
     {"cnnlab", "cnnlab.errors", "cnnlab.io", "cnnlab.device", "cnnlab.envinfo", "cnnlab.__main__"},
     {"cnnlab.config", "cnnlab.losses", "cnnlab.models", "cnnlab.data", "cnnlab.recipes"},
-    {"cnnlab.checkpoint", "cnnlab.evaluate", "cnnlab.cost"},
-    {"cnnlab.rundir"},
+    {"cnnlab.build", "cnnlab.checkpoint", "cnnlab.evaluate", "cnnlab.cost"},
+    {"cnnlab.dirs"},
     {"cnnlab.scratch", "cnnlab.train"},
     {"cnnlab.workflows", "cnnlab.api"},
     {"cnnlab.commands", "cnnlab.cli"},
@@ -83,7 +83,7 @@ def test_commands_are_imported_only_by_the_cli():
 
 
 def test_cost_is_analysis_only():
-    banned = ("cnnlab.train", "cnnlab.data", "cnnlab.workflows", "cnnlab.rundir", "cnnlab.commands",
+    banned = ("cnnlab.train", "cnnlab.data", "cnnlab.workflows", "cnnlab.dirs", "cnnlab.commands",
               "cnnlab.checkpoint")
     bad = [f"{m} -> {t}" for m, targets in GRAPH.items() if unit(m) == "cnnlab.cost"
            for t in targets if unit(t) in banned]
@@ -119,7 +119,7 @@ def test_no_import_cycles():
 def test_the_layer_checker_catches_a_breach():
     """The checks above are not vacuous: a cost module importing the trainer is caught."""
     assert RANK[unit("cnnlab.train.loop")] > RANK[unit("cnnlab.cost.report")]
-    assert any(unit(t) == "cnnlab.rundir" for t in GRAPH["cnnlab.train.loop"])
+    assert any(unit(t) == "cnnlab.dirs" for t in GRAPH["cnnlab.train.loop"])
 
 
 # ---- run-directory file names ------------------------------------------------------------------
@@ -161,8 +161,8 @@ def test_every_run_directory_file_name_is_spelled_in_one_module():
             for name in names_in(lit):
                 homes.setdefault(name, set()).add(module)
     assert set(homes) == set(RUN_DIR_NAMES), f"not found anywhere: {set(RUN_DIR_NAMES) - set(homes)}"
-    strays = {n: sorted(m) for n, m in homes.items() if m != {"cnnlab.rundir"}}
-    assert not strays, f"run-directory file names outside cnnlab.rundir: {strays}"
+    strays = {n: sorted(m) for n, m in homes.items() if m != {"cnnlab.dirs.run"}}
+    assert not strays, f"run-directory file names outside cnnlab.dirs.run: {strays}"
 
 
 def test_the_name_scanner_sees_paths_and_stems():

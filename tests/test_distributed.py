@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from cnnlab.checkpoint import load_checkpoint
-from cnnlab.rundir import RunDir
+from cnnlab.dirs import RunDir
 
 pytestmark = pytest.mark.realdata
 

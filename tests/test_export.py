@@ -20,7 +20,7 @@ from cnnlab.cli import main
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, list_models
-from cnnlab.rundir import RunDir
+from cnnlab.dirs import RunDir
 from cnnlab.train.loop import train
 from cnnlab.workflows.export import (
     compare, model_metadata, onnx_bytes, predictor_from_bytes, prepare, safetensors_bytes, torchscript_bytes)

@@ -15,7 +15,7 @@ import torch
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.cli import main
 from cnnlab.config import TrainConfig
-from cnnlab.rundir import RunDir
+from cnnlab.dirs import RunDir
 from cnnlab.train.hooks import Hook
 from cnnlab.train.loop import Trainer, train
 

@@ -18,7 +18,7 @@ from PIL import Image
 from cnnlab.cli import main
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
-from cnnlab.rundir import PLOT_FILES, RunDir
+from cnnlab.dirs import PLOT_FILES, RunDir
 from cnnlab.train.loop import train
 from cnnlab.workflows.plots import CURVE_SIZE, DPI, FILTER_BACKGROUND
 
@@ -95,7 +95,7 @@ def tiles_in_png(path) -> list[tuple[int, int, int, int]]:
 
 def first_conv_filters(run_dir) -> tuple[int, int]:
     from cnnlab.models.filters import first_conv
-    from cnnlab.rundir import load_run
+    from cnnlab.dirs import load_run
 
     conv = first_conv(load_run(run_dir).model)[1]
     return conv.out_channels, conv.in_channels
@@ -208,7 +208,7 @@ def test_plot_without_test_data_uses_evaluation_json(runs, tmp_path, capsys):
     def no_data(self, name="test", data_dir=None):
         raise CnnlabError("dataset gone: give --data-dir")
 
-    from cnnlab.rundir import LoadedRun
+    from cnnlab.dirs import LoadedRun
 
     mp = pytest.MonkeyPatch()
     mp.setattr(LoadedRun, "split", no_data)

@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from cnnlab.cli import main
-from cnnlab.rundir import RunDir
+from cnnlab.dirs import RunDir
 
 from tests.browser import Browser, find_chromium
 from tests.test_reports import first_conv_filters, self_contained, tiles_in_png

@@ -74,7 +74,7 @@ def test_weights_move_between_engines_and_train_in_the_scratch_engine(tmp_path):
                           epochs=2, batch_size=20, optimizer="sgd", lr=0.05, val_size=20, out=str(tmp_path / "r")),
               quiet=True)
     assert s["epochs_run"] == 2
-    from cnnlab.rundir import load_run
+    from cnnlab.dirs import load_run
 
     run = load_run(tmp_path / "r")
     assert any(".shortcut." in k for k in run.model.state_dict())

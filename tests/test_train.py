@@ -10,7 +10,7 @@ import torch
 
 from cnnlab.config import TrainConfig
 from cnnlab.checkpoint import load_checkpoint
-from cnnlab.rundir import load_run
+from cnnlab.dirs import load_run
 from cnnlab.train.loop import Trainer, train
 from tests.crash import DieAtCheckpoint, Killed, last_weights
 

@@ -19,7 +19,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.models.pretrained import load_matched, match_state_dict
-from cnnlab.rundir import load_run
+from cnnlab.dirs import load_run
 from cnnlab.train.hooks import Hook
 from cnnlab.train.loop import train
 from cnnlab.train.pretrained import cached_path, read_source

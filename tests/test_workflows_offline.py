@@ -8,7 +8,7 @@ import pytest
 
 from cnnlab.cli import main
 from cnnlab.config import TrainConfig
-from cnnlab.rundir import RunDir
+from cnnlab.dirs import RunDir
 from cnnlab.train.loop import train
 
 DATASET = "synthetic:shape=3x16x16,classes=4,train=320,test=64"

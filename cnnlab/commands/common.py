@@ -69,7 +69,7 @@ def load_model(model_or_run: str, in_shape=None, num_classes: int | None = None)
         raise CnnlabError(f"{path} is not a run directory: give a directory written by `cnnlab train`, "
                           "a registered model name or a spec")
     if path.is_dir():
-        from cnnlab.rundir import load_run
+        from cnnlab.dirs import load_run
 
         run = load_run(path)
         shape = in_shape

@@ -24,7 +24,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from cnnlab.rundir import RunDir
+    from cnnlab.dirs import RunDir
     from cnnlab.workflows.evaluate import evaluate_file, evaluate_run, is_exported_file
 
     if is_exported_file(args.run_dir):

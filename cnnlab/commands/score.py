@@ -23,7 +23,7 @@ def run(args) -> int:
     from cnnlab.workflows.score import score_run
 
     arch = Accelerator.load(args.arch) if args.arch else DEFAULT_ACCELERATOR
-    from cnnlab.rundir import RunDir
+    from cnnlab.dirs import RunDir
 
     result = score_run(args.run_dir, arch, parse_bytes(args.max_activation), write=False)
     if args.json:

@@ -21,7 +21,7 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from cnnlab.rundir import RunDir
+    from cnnlab.dirs import RunDir
     from cnnlab.workflows.study import RESULTS_MD, load_study, run_study
 
     study = load_study(args.file, seeds=args.seeds, out=args.out)

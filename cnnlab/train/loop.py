@@ -36,7 +36,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.device import configure_determinism, resolve_device, set_threads
 from cnnlab.errors import CnnlabError, warn
 from cnnlab.evaluate import evaluate_logits
-from cnnlab.rundir import RunDir
+from cnnlab.dirs import RunDir
 from cnnlab.train.engines import build_engine
 from cnnlab.train.hooks import Checkpointer, Hook, default_hooks
 from cnnlab.train.distributed import broadcast, join, leave, share, sum_values, world_from_env

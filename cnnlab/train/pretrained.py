@@ -261,7 +261,7 @@ def read_source(spec: str, pretrained_hash: str | None = None) -> Source:
                               "PyTorch or safetensors state dict, or a URL")
     kind = None
     if path.is_dir():
-        from cnnlab.rundir import RunDir
+        from cnnlab.dirs import RunDir
 
         run = RunDir(path)
         if not run.is_run():

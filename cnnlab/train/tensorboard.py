@@ -2,7 +2,7 @@
 
     tensorboard --logdir runs/        # every run trained with --tensorboard, side by side
 
-It writes event files to RUN_DIR/tensorboard/ (cnnlab.rundir names it):
+It writes event files to RUN_DIR/tensorboard/ (cnnlab.dirs names it):
 
     loss/train_iteration, lr      every training step
     loss/train, loss/val,         every epoch's end (x axis: the iteration, so the epoch points sit on

@@ -19,10 +19,9 @@ import contextlib
 
 import torch
 
+from cnnlab.build import build_for
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import tta_logits
-from cnnlab.models import create_model
-from cnnlab.models.adapt import adapt_input, model_input_shape
 from cnnlab.losses import make_loss
 from cnnlab.train.optim import build_optimizer
 from cnnlab.train.schedules import build_schedule
@@ -44,10 +43,7 @@ class TorchEngine:
             raise CnnlabError("fp16 training needs a CUDA device: use --precision bf16 on the CPU")
         self.amp_dtype = PRECISIONS[config.precision]
         # --resize / --input-channels: the model adapts the dataset's images itself (cnnlab.models.adapt)
-        c, h, w = model_input_shape(in_shape, config.resize, config.input_channels)
-        self.model = adapt_input(create_model(config.model, num_classes=num_classes, in_channels=c, input_size=(h, w),
-                                              **config.model_args), in_shape, config.resize,
-                                 config.input_channels).to(self.device)
+        self.model = build_for(config, in_shape, num_classes).to(self.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         distributed = world is not None and world.distributed

@@ -383,8 +383,7 @@ def check_source(config):
     if not config.pretrained:
         return
     from cnnlab.data.registry import dataset_input
-    from cnnlab.models import create_model
-    from cnnlab.models.adapt import model_input_shape
+    from cnnlab.build import build_for
     from cnnlab.train.pretrained import read_source
 
     where = dataset_input(config.dataset)
@@ -392,7 +391,5 @@ def check_source(config):
         read_source(config.pretrained, config.pretrained_hash)
         return
     (shape, classes) = where
-    c, h, w = model_input_shape(shape, config.resize, config.input_channels)
-    with torch.device("meta"):
-        model = create_model(config.model, num_classes=classes, in_channels=c, input_size=(h, w), **config.model_args)
+    model = build_for(config, shape, classes, device="meta")
     plan(model, config)

@@ -29,7 +29,7 @@ from cnnlab.device import synchronize
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import evaluate_logits, predict_logits
 from cnnlab.io import atomic_write_text, write_csv
-from cnnlab.rundir import RunDir, load_run
+from cnnlab.dirs import RunDir, load_run
 from cnnlab.workflows.export import export_metadata, load_for_runtime, predictor_for_model, prepare
 from cnnlab.workflows.runtimes import FILE_RUNTIMES, NATIVE_RUNTIME, RUNTIMES, file_split, read_metadata, sniff_format
 

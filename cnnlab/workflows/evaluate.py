@@ -4,7 +4,7 @@
     info = predict_run("runs/x", split="test")       # predictions.csv: id,label in dataset order
     info = predict_run("model.onnx")                 # an exported file, on its runtime: ./predictions.csv
 
-Both load the run (`cnnlab.rundir.load_run`), its dataset with the run's own seeded split,
+Both load the run (`cnnlab.dirs.load_run`), its dataset with the run's own seeded split,
 evaluate with the run's test-time augmentation, and write through the RunDir. An exported file
 (`cnnlab export`) carries the same facts in its metadata, so it predicts without its run directory,
 on ONNX Runtime, TorchScript, Keras or (safetensors) PyTorch.
@@ -17,7 +17,7 @@ from pathlib import Path
 from cnnlab.device import resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import evaluate, evaluate_logits, predict_logits
-from cnnlab.rundir import RunDir, load_run
+from cnnlab.dirs import RunDir, load_run
 from cnnlab.workflows.export import load_for_runtime
 from cnnlab.workflows.runtimes import NATIVE_RUNTIME, file_split, ort_providers, sniff_format
 

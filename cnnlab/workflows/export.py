@@ -35,7 +35,7 @@ from torch import nn
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import atomic_write
-from cnnlab.rundir import EXPORT_FILES, RunDir, load_run
+from cnnlab.dirs import EXPORT_FILES, RunDir, load_run
 from cnnlab.workflows.runtimes import (
     FILE_RUNTIMES, FORMATS, META_FILE, META_FORMAT, META_KEY, META_VERSION, NATIVE_RUNTIME, RUNTIMES, KerasPredictor,
     OnnxPredictor, Predictor, TorchPredictor, _load_onnx, _torchscript_load, build_torch_model, input_description,

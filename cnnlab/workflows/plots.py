@@ -5,7 +5,7 @@
     result.files["loss"]                # runs/x/plots/loss.png
     result.notes                        # figure -> why it could not be drawn, e.g. no conv layer
 
-The figures (cnnlab.rundir.PLOT_FILES names their files):
+The figures (cnnlab.dirs.PLOT_FILES names their files):
 
     loss        training loss against iteration (each step, and a moving mean), validation loss at
                 each epoch's end
@@ -35,7 +35,7 @@ import numpy as np
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write
-from cnnlab.rundir import PLOT_FILES, LoadedRun, RunDir, load_run
+from cnnlab.dirs import PLOT_FILES, LoadedRun, RunDir, load_run
 
 DPI = 100
 # the filter grid's background: a blue-grey that a grey filter tile can never be

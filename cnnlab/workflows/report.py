@@ -32,7 +32,7 @@ from pathlib import Path
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_text
-from cnnlab.rundir import PLOT_FILES, RunDir
+from cnnlab.dirs import PLOT_FILES, RunDir
 from cnnlab.workflows.plots import RunFiles, compare_figures, png_bytes, read_run, run_figures, save_png
 
 FORMATS = ("html", "md")

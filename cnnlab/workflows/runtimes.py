@@ -531,7 +531,7 @@ def file_split(meta: dict, split: str = "test", data_dir=None, dataset: str | No
     """A split of the dataset an exported file was trained on (its recorded name, validation size, seed and
     subset), or of `dataset`, which must have the file's image shape and class count."""
     from cnnlab.data import load_dataset
-    from cnnlab.rundir import SPLITS
+    from cnnlab.dirs import SPLITS
 
     if split not in SPLITS:
         raise CnnlabError(f"unknown split '{split}': choose {', '.join(SPLITS)}")

@@ -15,7 +15,7 @@ from cnnlab.cost.report import DEFAULT_MAX_ACTIVATION, analyze
 from cnnlab.cost.score import rubric
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import evaluate
-from cnnlab.rundir import load_run
+from cnnlab.dirs import load_run
 
 COMPETITION_DATASET = "cifar10"
 

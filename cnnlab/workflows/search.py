@@ -434,7 +434,7 @@ def finish(search: Search, storage: str | None = None, data_dir=None, log=print)
     chosen = min(best, key=lambda t: ranking_metric(t.user_attrs["error"], t.user_attrs["cycles"]))
     front = best if len(search.objectives) > 1 else error_cycles_front(done)
     plot_pareto(rows, {t.number for t in front}, search.out / "pareto.png")
-    from cnnlab.rundir import RunDir
+    from cnnlab.dirs import RunDir
 
     config = TrainConfig.load(RunDir(chosen.user_attrs["run_dir"]).config)
     config.out = None

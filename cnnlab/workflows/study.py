@@ -39,13 +39,13 @@ import yaml
 from cnnlab.config import TrainConfig, check_type
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_text, write_csv
-from cnnlab.rundir import RunDir
+from cnnlab.dirs import RunDir
 
 STUDY_KEYS = ("base", "description", "experiments", "seeds", "budget_seconds")
 SET_BY_STUDY = {"out": "the study places every run under its --out directory",
                 "seed": "the study sets seeds: use the top-level `seeds:` key"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-# the study directory's own files (each run's files are cnnlab.rundir's)
+# the study directory's own files (each run's files are cnnlab.dirs's)
 STUDY_FILE, RESULTS_MD, RESULTS_CSV = "study.yaml", "results.md", "results.csv"
 LOSS_PLOT, VAL_PLOT = "train_loss.png", "val_acc.png"
 
