@@ -8,7 +8,7 @@ of 30 runs after warm-up, one PyTorch thread so that figures stay comparable on 
 
 import torch
 
-from cnnlab.workflows.bench import latency_per_image
+from cnnlab.workflows.measure.bench import latency_per_image
 from cnnlab.cost.report import analyze
 from cnnlab.models import create_model, list_models
 

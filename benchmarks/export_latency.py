@@ -24,7 +24,7 @@ import torch
 from cnnlab.envinfo import environment
 from cnnlab.models import create_model
 from cnnlab.models.summary import count_macs
-from cnnlab.workflows.bench import measure_interleaved
+from cnnlab.workflows.measure.bench import measure_interleaved
 from cnnlab.workflows.export import model_metadata, predictor_for_model
 
 SHAPES = {"lenet5": (1, 28, 28)}  # the rest: CIFAR-10

@@ -22,6 +22,7 @@ from pathlib import Path
 from cnnlab.config import TrainConfig
 from cnnlab.cost.report import analyze
 from cnnlab.cost.score import ranking_metric
+from cnnlab.dirs import SearchDir
 from cnnlab.envinfo import provenance
 from cnnlab.models import create_model
 from cnnlab.train.loop import train
@@ -46,7 +47,7 @@ def main():
     args = p.parse_args()
 
     search = load_search(args.file, args.search)
-    best = json.loads((Path(args.search) / "best.json").read_text())
+    best = SearchDir(args.search).read()["best"]
     base = {**search.base, **{k: middle(d) for k, d in search.train.items()}}
     if args.data_dir:
         base["data_dir"] = args.data_dir

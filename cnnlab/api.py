@@ -18,6 +18,7 @@ purpose: the work is done by cnnlab.train and cnnlab.workflows, which the comman
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,14 +79,12 @@ def train(config: TrainConfig | dict | None = None, *, hooks=(), quiet: bool = T
     from cnnlab.train.loop import train as _train
 
     if isinstance(config, TrainConfig):
-        base = config.to_dict()
-    elif isinstance(config, dict):
-        base = dict(config)
-    elif config is None:
-        base = {}
+        config = copy.deepcopy(config)  # checked when it was made; the caller's stays as it is
+    elif isinstance(config, dict) or config is None:
+        config = TrainConfig.from_dict(config or {}, where="train()")
     else:
         raise CnnlabError(f"train() takes a TrainConfig or a dict, got {type(config).__name__}")
-    summary = _train(TrainConfig.from_dict({**base, **fields}, where="train()"), quiet=quiet, hooks=hooks)
+    summary = _train(config.update(fields, where="train()"), quiet=quiet, hooks=hooks)
     return Run(Path(summary["run_dir"]))
 
 
@@ -99,14 +98,14 @@ def resume(run, *, quiet: bool = True, hooks=(), **overrides) -> Run:
 
 def evaluate(run, split: str = "test", checkpoint: str = "best", data_dir=None, device="cpu", write: bool = True) -> dict:
     """Accuracy, loss, per-class accuracy and the confusion matrix (`cnnlab evaluate`)."""
-    from cnnlab.workflows.evaluate import evaluate_run
+    from cnnlab.workflows.measure.evaluate import evaluate_run
 
     return evaluate_run(_path(run), split, checkpoint, data_dir, device, write)
 
 
 def predict(run, split: str = "test", out=None, names: bool = False, data_dir=None, device="cpu") -> dict:
     """predictions.csv for a split (`cnnlab predict`)."""
-    from cnnlab.workflows.evaluate import predict_run
+    from cnnlab.workflows.measure.evaluate import predict_run
 
     return predict_run(_path(run), split, out=out, names=names, data_dir=data_dir, device=device)
 
@@ -114,7 +113,7 @@ def predict(run, split: str = "test", out=None, names: bool = False, data_dir=No
 def plot(run, data_dir=None, device="cpu", write: bool = True, evaluate: bool = True):
     """A run's figures (`cnnlab plot`): a RunPlots with `.figures` (name -> Figure), `.files`,
     `.notes` (what could not be drawn, and why) and `.test` (the evaluation behind the confusion matrix)."""
-    from cnnlab.workflows.plots import plot_run
+    from cnnlab.workflows.report import plot_run
 
     return plot_run(_path(run), data_dir=data_dir, device=device, write=write, evaluate=evaluate)
 
@@ -134,7 +133,7 @@ class Comparison:
 def compare(runs) -> Comparison:
     """The comparison table (as dicts) and overlaid curves of several runs or study directories,
     without writing a file."""
-    from cnnlab.workflows.plots import compare_figures, read_run
+    from cnnlab.workflows.report import compare_figures, read_run
     from cnnlab.workflows.report import compare_row, expand_paths
 
     found, _ = expand_paths([_path(r) for r in runs])
@@ -164,23 +163,23 @@ def cost(run_or_model, input=None, classes: int = 10):
 
         loaded = load_run(_path(run_or_model))
         return analyze(loaded.model, tuple(input or loaded.data["shape"]), name=loaded.config.model)
-    from cnnlab.models import create_model
+    from cnnlab.build import build_for
 
-    c, h, w = input or (3, 32, 32)
-    model = create_model(str(run_or_model), num_classes=classes, in_channels=c, input_size=(h, w))
-    return analyze(model, (c, h, w), name=str(run_or_model))
+    shape = tuple(input or (3, 32, 32))
+    model = build_for({"model": str(run_or_model)}, shape, classes)
+    return analyze(model, shape, name=str(run_or_model))
 
 
 def score(run, write: bool = True, data_dir=None) -> dict:
     """The class competition's score of a run (`cnnlab score`)."""
-    from cnnlab.workflows.score import score_run
+    from cnnlab.workflows.measure.score import score_run
 
     return score_run(_path(run), write=write, data_dir=data_dir)
 
 
 def bench(run, devices=("cpu",), batch_size: int = 256, train: bool = False, write: bool = True, data_dir=None) -> list:
     """Accuracy and latency per device (`cnnlab bench`): one dict per device."""
-    from cnnlab.workflows.bench import bench_run
+    from cnnlab.workflows.measure.bench import bench_run
 
     return bench_run(_path(run), devices=tuple(devices), batch_size=batch_size, do_train=train, write=write,
                      data_dir=data_dir)
@@ -205,7 +204,7 @@ def profile(model: str, input=(3, 32, 32), batch_size: int = 64, classes: int = 
 
     from cnnlab.scratch.model import ScratchNet
     from cnnlab.scratch.profile import profile_step
-    from cnnlab.workflows.plots import profile_figure
+    from cnnlab.workflows.report import profile_figure
 
     if batch_size < 1 or repeats < 1:
         raise CnnlabError("batch_size and repeats must be at least 1")

@@ -1,23 +1,31 @@
 """The training configuration: one dataclass, saved as `config.yaml` in every run directory.
 
+    config = TrainConfig(model="lenet5", epochs=2)              # checked as it is made
+    config = TrainConfig.from_dict(d, where="my.yaml")         # unknown keys too, named by `where`
+    config.update({"lr": 0.1}, where="--set/--config")         # only these keys checked, once
+    config.lr = 0.1                                             # checked too
+
 A run directory's `config.yaml` holds every field below, resolved (defaults filled in), so a
 run can be rebuilt from it alone: `cnnlab train --config RUN_DIR/config.yaml`.
 
-Types are checked here, for every way a config is made (`from_dict`: flags, `--config`, `--set`,
-study files, the Python API): an int where a float is wanted is taken, anything else of the
-wrong type is one error line naming the key. Ranges, names and what each engine supports are
-checked by `cnnlab.train.validate.validate`, which every entry point calls before any work.
+Types live here, in the field annotations, and are checked once per value, where the value enters:
+when a TrainConfig is made (the constructor, `from_dict`, `load`, `dataclasses.replace`), when
+`update` lays a user's overrides over it (flags and --set), and when a field is assigned. An int
+where a float is wanted is taken as a float; anything else of the wrong type is one error line naming
+the key and its source (`where`), so a TrainConfig never holds a value of the wrong type. Ranges,
+names and what each engine supports are checked by `cnnlab.train.validate.validate`, which every
+entry point calls before any work.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import yaml
 
 from cnnlab.errors import CnnlabError
-from cnnlab.io import dataclass_from_dict, load_yaml_mapping
+from cnnlab.io import check_keys, dataclass_from_dict, load_yaml_mapping
 
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "None": type(None)}
 
@@ -68,8 +76,8 @@ class TrainConfig:
     batch_size: int = 128
     optimizer: str = "adam"  # sgd | adam (and more, see cnnlab.train.optim)
     lr: float | None = None  # None: the optimizer's usual default
-    momentum: float = 0.9
-    nesterov: bool = False
+    momentum: float = 0.9  # SGD's; for muon, its filters' momentum (see cnnlab.train.optim.muon)
+    nesterov: bool = False  # SGD's; muon is Nesterov unless optimizer_args says nesterov: false
     weight_decay: float = 0.0
     optimizer_args: dict = field(default_factory=dict)  # e.g. {betas: [0.9, 0.99]}, {lookahead_k: 5}
     schedule: str = "none"  # none | step | cosine (and more, see cnnlab.train.schedules)
@@ -94,6 +102,19 @@ class TrainConfig:
     deterministic: bool = False  # deterministic algorithms (bitwise-repeatable runs on CUDA too, somewhat slower)
     tensorboard: bool = False  # also log scalars, the first layer's filters and the graph to RUN_DIR/tensorboard/
     out: str | None = None  # run directory; None: runs/<model>-<dataset>-<time>
+    # not a field: where the values come from, named in a type error (a file, "--set/--config", ...)
+    source: InitVar[str] = "config"
+
+    def __post_init__(self, source: str):
+        for name in _FIELDS:
+            object.__setattr__(self, name, check_type(name, getattr(self, name), source))
+
+    def __setattr__(self, name, value):
+        # the dataclass __init__ assigns the fields one by one, and __post_init__ checks them all with
+        # `source`; once every field is set, an assignment is a change and is checked on its own
+        if name in _FIELDS and _FIELDS.keys() <= self.__dict__.keys():
+            value = check_type(name, value)
+        object.__setattr__(self, name, value)
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> "TrainConfig":
@@ -104,21 +125,20 @@ class TrainConfig:
             args = dict(args)
             d["backend"] = args.pop("backend")
             d["model_args"] = args
-        config = dataclass_from_dict(cls, d, where)
-        config.check_types(where)
-        return config
+        return dataclass_from_dict(cls, d, where, source=where)
 
     @classmethod
     def load(cls, path) -> "TrainConfig":
         d = load_yaml_mapping(path, "config file")
         return cls.from_dict(d, where=str(path))
 
-    def check_types(self, where: str = "config"):
-        """Raise a one-line CnnlabError for the first field whose value has the wrong type; ints are
-        converted to floats where a float is wanted."""
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            setattr(self, f.name, check_type(f.name, value, where))
+    def update(self, values: dict, where: str = "config") -> "TrainConfig":
+        """Lay `values` over this config (a user's overrides), each checked once, an unknown key or a
+        wrong type as one error line naming `where`; return the config."""
+        check_keys(type(self), values, where)
+        for name, value in values.items():
+            object.__setattr__(self, name, check_type(name, value, where))
+        return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

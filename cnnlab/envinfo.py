@@ -1,4 +1,16 @@
-"""What machine this is: CPU, memory, GPUs and library versions (for `cnnlab env` and benchmarks)."""
+"""Where cnnlab runs: the machine (CPU, memory, GPUs, library versions, for `cnnlab env` and
+benchmarks) and the user's cache folder.
+
+    environment()["cpu_cores"]          # 16
+    provenance()                        # cnnlab version, git commit, machine: what a result needs
+    user_cache_dir("pretrained")        # ~/.cache/cnnlab/pretrained (nothing is created)
+
+cnnlab's cache root is $CNNLAB_CACHE_DIR, else $XDG_CACHE_HOME/cnnlab, else ~/.cache/cnnlab. Each
+kind of cached file has a folder of its own under it: data/ (downloaded datasets, unless
+$CNNLAB_DATA_DIR is set), decoded/ (decoded dataset arrays), pretrained/ (downloaded weights),
+numba/ (compiled kernels, unless $NUMBA_CACHE_DIR is set), timeloop/ (Timeloop mappings).
+This module imports nothing of cnnlab at its top, so `cnnlab/__init__.py` can use it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +18,19 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+
+
+CACHE_KINDS = ("data", "decoded", "pretrained", "numba", "timeloop")
+
+
+def user_cache_dir(kind: str) -> Path:
+    """The folder of one kind of cached file (CACHE_KINDS) under cnnlab's cache root."""
+    if kind not in CACHE_KINDS:
+        raise ValueError(f"unknown cache kind {kind!r}; cnnlab's are {', '.join(CACHE_KINDS)}")
+    root = os.environ.get("CNNLAB_CACHE_DIR")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnlab"
+    return Path(root).expanduser() / kind
 
 
 def _cpuinfo():

@@ -65,8 +65,8 @@ def load_yaml_mapping(path, what: str) -> dict:
     return d
 
 
-def dataclass_from_dict(cls, d: dict, where: str):
-    """cls(**d), with an unknown key reported as one CnnlabError line listing the valid keys."""
+def check_keys(cls, d: dict, where: str):
+    """An unknown key of `d` for the dataclass `cls` is one CnnlabError line listing the valid keys."""
     import dataclasses
 
     from cnnlab.errors import CnnlabError
@@ -79,7 +79,13 @@ def dataclass_from_dict(cls, d: dict, where: str):
         close = difflib.get_close_matches(unknown[0], sorted(names), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise CnnlabError(f"unknown key '{unknown[0]}'{hint} in {where}: valid keys are {', '.join(sorted(names))}")
-    return cls(**d)
+
+
+def dataclass_from_dict(cls, d: dict, where: str, **init):
+    """cls(**d, **init) (`init`: further constructor arguments, not keys of `d`), with an unknown
+    key reported as one CnnlabError line listing the valid keys."""
+    check_keys(cls, d, where)
+    return cls(**d, **init)
 
 
 def write_csv(path, header, rows):

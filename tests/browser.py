@@ -8,7 +8,7 @@ inline `data:` URL (a report must open without a network).
 
     with Browser() as b:
         page = b.open(Path("report.html"))
-        page.problems()            # [] when the page loaded cleanly
+        page.problems()            # [] when the page loaded cleanly (open waits until it is quiet)
         png = page.screenshot()    # PNG bytes
         page.click("th[data-key=test_acc]")
         page.evaluate("document.title")
@@ -171,6 +171,17 @@ class Browser:
                     raise BrowserError(f"no {method} event ({'browser gone' if self._closed else 'timeout'})")
                 self._cond.wait(min(left, 0.5))
 
+    def wait_until(self, ready, what: str, timeout: float | None = None):
+        """Wait until `ready(events)` is true, checked at once and again after each message that
+        arrives; a BrowserError naming `what` when the deadline passes or the browser is gone."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        with self._cond:
+            while not ready(self._events):
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    raise BrowserError(f"still waiting for {what} ({'browser gone' if self._closed else 'timeout'})")
+                self._cond.wait(min(left, 0.5))
+
     # ---- pages
 
     def open(self, path: Path) -> "Page":
@@ -187,7 +198,7 @@ class Browser:
         page.url = Path(path).resolve().as_uri()
         self.send("Page.navigate", {"url": page.url}, session)
         self.wait_event("Page.loadEventFired", session, after=start)
-        time.sleep(0.3)  # late console messages and requests (images decode after load)
+        page.settle()
         return page
 
 
@@ -197,6 +208,30 @@ class Page:
 
     def send(self, method, params=None):
         return self.browser.send(method, params, self.session)
+
+    def pending_requests(self, events=None) -> list[str]:
+        """URLs of the requests this page made that have neither finished nor failed yet."""
+        events = self.browser.events(self.session) if events is None else events
+        started, done = {}, set()
+        for e in events:
+            if e.get("sessionId") != self.session:
+                continue
+            m, p = e.get("method"), e.get("params", {})
+            if m == "Network.requestWillBeSent":
+                started[p["requestId"]] = p["request"]["url"]
+            elif m in ("Network.loadingFinished", "Network.loadingFailed"):
+                done.add(p["requestId"])
+        return [url for rid, url in started.items() if rid not in done]
+
+    def settle(self, timeout: float | None = None):
+        """Wait, after the load event, until the page is quiet: every image decoded (or failed),
+        two frames painted, and every request it made answered or failed. Whatever the page does
+        on loading (console messages, exceptions, requests) has then been reported."""
+        self.evaluate("Promise.all(Array.from(document.images, i => i.decode().then(() => true, () => false)))"
+                      ".then(() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))))"
+                      ".then(() => document.readyState)")
+        self.browser.wait_until(lambda events: not self.pending_requests(events),
+                                f"the requests of {self.url} to finish", timeout)
 
     def evaluate(self, expression: str):
         res = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})

@@ -16,13 +16,26 @@ from pathlib import Path
 import pytest
 import torch
 
+from cnnlab.envinfo import user_cache_dir
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# The user's data directory, found before the tests move cnnlab's cache (data/ is under that cache
+# unless CNNLAB_DATA_DIR is set); the default one is made here, as a download would, so that tests
+# passing $CNNLAB_DATA_DIR as data_dir can download into it.
+_USER_DATA_DIR = os.environ.get("CNNLAB_DATA_DIR")
+if not _USER_DATA_DIR:
+    _USER_DATA_DIR = str(user_cache_dir("data"))
+    Path(_USER_DATA_DIR).mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    # Decoded datasets go to one cache per test session, never into the user's.
-    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "decoded-cache"))
+    # cnnlab's cache (decoded datasets, downloaded weights) is one folder per test session, never the
+    # user's; datasets are still read from, and downloaded into, the user's data directory.
+    monkeypatch.setenv("CNNLAB_DATA_DIR", _USER_DATA_DIR)
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 @pytest.fixture

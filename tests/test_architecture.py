@@ -14,10 +14,10 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "cnnlab"
 
 LAYERS = [
-    {"cnnlab", "cnnlab.errors", "cnnlab.io", "cnnlab.device", "cnnlab.envinfo", "cnnlab.__main__"},
+    {"cnnlab", "cnnlab.errors", "cnnlab.io", "cnnlab.text", "cnnlab.device", "cnnlab.envinfo", "cnnlab.__main__"},
     {"cnnlab.config", "cnnlab.losses", "cnnlab.models", "cnnlab.data", "cnnlab.recipes"},
     {"cnnlab.build", "cnnlab.checkpoint", "cnnlab.evaluate", "cnnlab.cost"},
-    {"cnnlab.dirs"},
+    {"cnnlab.dirs", "cnnlab.weights"},
     {"cnnlab.scratch", "cnnlab.train"},
     {"cnnlab.workflows", "cnnlab.api"},
     {"cnnlab.commands", "cnnlab.cli"},
@@ -122,12 +122,20 @@ def test_the_layer_checker_catches_a_breach():
     assert any(unit(t) == "cnnlab.dirs" for t in GRAPH["cnnlab.train.loop"])
 
 
-# ---- run-directory file names ------------------------------------------------------------------
+# ---- directory file names ---------------------------------------------------------------------
 
-RUN_DIR_NAMES = ["config.yaml", "metrics.csv", "iterations.csv", "train.log", "summary.json", "checkpoints",
-                 "last.pt", "best.pt", "predictions.csv", "score.json", "bench.csv", "bench.json", "plots",
-                 "report.html", "exports", "evaluation", "per_class", "confusion_matrix", "report.md", "loss.png",
-                 "accuracy.png", "lr.png", "filters.png", "confusion.png", "mistakes.png"]
+# Every file name a cnnlab directory holds, by the module that alone may spell it.
+DIR_NAMES = {
+    "cnnlab.dirs.run": ["config.yaml", "metrics.csv", "iterations.csv", "train.log", "summary.json", "state.json",
+                        "checkpoints", "last.pt", "best.pt", "predictions.csv", "score.json", "bench.csv",
+                        "bench.json", "plots", "report.html", "exports", "evaluation", "per_class",
+                        "confusion_matrix", "report.md", "loss.png", "accuracy.png", "lr.png", "filters.png",
+                        "confusion.png", "mistakes.png"],
+    "cnnlab.dirs.study": ["study.yaml", "results.md", "results.csv", "train_loss.png", "val_acc.png"],
+    "cnnlab.dirs.search": ["search.db", "trials.csv", "pareto.png", "best.yaml", "best.json"],
+}
+RUN_DIR_NAMES = DIR_NAMES["cnnlab.dirs.run"]
+STEMS = ("evaluation", "per_class", "confusion_matrix")  # run files named <stem>[-split].<ext>
 
 
 def string_literals(path: Path):
@@ -141,28 +149,30 @@ def string_literals(path: Path):
             yield node.value
 
 
-def names_in(text: str) -> set[str]:
-    """Run-directory names a literal spells as a path: the whole literal, a path part, or a stem."""
+def names_in(text: str, names=RUN_DIR_NAMES) -> set[str]:
+    """Directory names a literal spells as a path: the whole literal, a path part, or a stem."""
     found = set()
     for part in text.replace("\\", "/").split("/"):
-        for name in RUN_DIR_NAMES:
+        for name in names:
             if part == name or (part.startswith(name) and part[len(name):len(name) + 1] in ("", ".", "-", "{")
-                                and name in ("evaluation", "per_class", "confusion_matrix")):
+                                and name in STEMS):
                 found.add(name)
     return found
 
 
-def test_every_run_directory_file_name_is_spelled_in_one_module():
+@pytest.mark.parametrize("home", sorted(DIR_NAMES))
+def test_every_directory_file_name_is_spelled_in_its_kinds_module(home):
+    names = DIR_NAMES[home]
     homes = {}
     for module, path in MODULES.items():
         for lit in string_literals(path):
             if " " in lit.strip():  # prose (help texts, messages) may mention files
                 continue
-            for name in names_in(lit):
+            for name in names_in(lit, names):
                 homes.setdefault(name, set()).add(module)
-    assert set(homes) == set(RUN_DIR_NAMES), f"not found anywhere: {set(RUN_DIR_NAMES) - set(homes)}"
-    strays = {n: sorted(m) for n, m in homes.items() if m != {"cnnlab.dirs.run"}}
-    assert not strays, f"run-directory file names outside cnnlab.dirs.run: {strays}"
+    assert set(homes) == set(names), f"not found anywhere: {set(names) - set(homes)}"
+    strays = {n: sorted(m) for n, m in homes.items() if m != {home}}
+    assert not strays, f"file names of {home} spelled elsewhere: {strays}"
 
 
 def test_the_name_scanner_sees_paths_and_stems():

@@ -105,31 +105,61 @@ def _rank_pids(launcher_pid):
     return found
 
 
-def test_a_killed_rank_fails_the_job_cleanly_and_resume_finishes(data_dir, tmp_path):
-    out = tmp_path / "killed"
-    args = _args(data_dir, out, "--nproc", "2", "--save-every-steps", "4")
-    args[args.index("--epochs") + 1] = "3"
+STEPS = 3 * (1536 // 64)  # the killed run's: 3 epochs of 24 steps
+
+
+def _steps_written(out) -> int:
+    try:
+        return len(RunDir(out).read_iterations())
+    except (OSError, ValueError):
+        return 0
+
+
+def _kill_rank_1_mid_run(args, out):
+    """Start a 2-process run and SIGKILL rank 1 in epoch 2, after several checkpoints; return the
+    launcher's return code and stderr, and whether the kill landed while the run was training.
+
+    Rank 1 is stopped (SIGSTOP) before the decision: both ranks meet at every step's all-reduce, so
+    once it stands still rank 0 can finish at most the step it is in, and the run cannot end under
+    the check. Rows reach iterations.csv at each checkpoint (every 4 steps), so `written` lags the
+    true step by at most 3: with written <= STEPS - 8, steps that need rank 1 are still ahead."""
     proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline, killed = time.time() + 300, False
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            steps = len(RunDir(out).read_iterations())
-        except (OSError, ValueError):
-            steps = 0
-        if steps >= 30:  # mid epoch 2, after several checkpoints
-            ranks = _rank_pids(proc.pid)
-            if 1 in ranks:
-                os.kill(ranks[1], signal.SIGKILL)
-                killed = True
+    while time.time() < deadline and proc.poll() is None and not killed:
+        if _steps_written(out) >= 30:
+            rank1 = _rank_pids(proc.pid).get(1)
+            if rank1 is None:  # both ranks train in every step: not yet seen, or already gone
+                time.sleep(0.05)
+                continue
+            try:
+                os.kill(rank1, signal.SIGSTOP)
+            except ProcessLookupError:
                 break
+            written = _steps_written(out)
+            if written > STEPS - 8 or RunDir(out).finished():
+                os.kill(rank1, signal.SIGCONT)  # too late to kill mid-run: let this run end
+                break
+            os.kill(rank1, signal.SIGKILL)
+            killed = True
         time.sleep(0.05)
     _, err = proc.communicate(timeout=300)
-    assert killed, "the run ended before a rank could be killed"
-    assert proc.returncode == 1, err
+    return proc.returncode, err, killed
+
+
+def test_a_killed_rank_fails_the_job_cleanly_and_resume_finishes(data_dir, tmp_path):
+    for attempt in range(2):  # a second run when the first ended before rank 1 could be caught mid-run
+        out = tmp_path / f"killed{attempt}"
+        args = _args(data_dir, out, "--nproc", "2", "--save-every-steps", "4")
+        args[args.index("--epochs") + 1] = "3"
+        code, err, killed = _kill_rank_1_mid_run(args, out)
+        if killed:
+            break
+    assert killed, "both runs ended before rank 1 could be killed mid-run"
+    assert code == 1, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("cnnlab: error: training process 1 (rank 1) was killed by SIGKILL") and "--resume" in last
-    assert "Traceback" not in err
+    assert "Traceback" not in err, err
     ckpt = load_checkpoint(RunDir(out).last)  # intact
     assert ckpt["progress"]["step"] >= 24 and not RunDir(out).finished()
     r = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--resume", str(out), "--nproc", "2", "--quiet"],
@@ -137,4 +167,4 @@ def test_a_killed_rank_fails_the_job_cleanly_and_resume_finishes(data_dir, tmp_p
     assert r.returncode == 0, r.stderr
     s = RunDir(out).read_summary()
     assert s["epochs_run"] == 3 and s["world_size"] == 2
-    assert [int(r["step"]) for r in RunDir(out).read_iterations()] == list(range(1, 3 * (1536 // 64) + 1))
+    assert [int(r["step"]) for r in RunDir(out).read_iterations()] == list(range(1, STEPS + 1))

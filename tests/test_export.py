@@ -23,8 +23,8 @@ from cnnlab.models import create_model, list_models
 from cnnlab.dirs import RunDir
 from cnnlab.train.loop import train
 from cnnlab.workflows.export import (
-    compare, model_metadata, onnx_bytes, predictor_from_bytes, prepare, safetensors_bytes, torchscript_bytes)
-from cnnlab.workflows.runtimes import META_FILE, OnnxPredictor, read_metadata
+    FORMATS, META_FILE, OnnxPredictor, compare, model_metadata, onnx_bytes, predictor_from_bytes, prepare,
+    read_metadata, safetensors_bytes, torchscript_bytes)
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # as cnnlab itself does, before anything imports keras
 
@@ -78,10 +78,11 @@ def one_line_error(code, err, *needles):
 @pytest.fixture(scope="module")
 def cifar_images(tmp_path_factory):
     """Three real CIFAR-10 test images (uint8) and the dataset's mean, std and classes."""
-    from tests.conftest import _real
+    from tests.conftest import _USER_DATA_DIR, _real
 
-    with pytest.MonkeyPatch.context() as mp:  # the session's decode cache, as conftest's autouse fixture sets it
-        mp.setenv("CNNLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "decoded-cache"))
+    with pytest.MonkeyPatch.context() as mp:  # the session's cache and the data, as conftest's autouse fixture sets them
+        mp.setenv("CNNLAB_DATA_DIR", _USER_DATA_DIR)
+        mp.setenv("CNNLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
         data = _real("cifar10")
     return data.test.x[:3], data.mean, data.std, data.classes
 
@@ -144,8 +145,7 @@ def test_zoo_onnx_safetensors_torchscript(name, cifar_images):
 def test_zoo_keras(name, cifar_images):
     """A Keras model computing the same scores, or a one-line refusal that says why (saving and loading
     the .keras file is tested on the runs below)."""
-    from cnnlab.workflows.export import keras_model
-    from cnnlab.workflows.runtimes import KerasPredictor
+    from cnnlab.workflows.export import KerasPredictor, keras_model
 
     model = zoo_model(name)
     meta = zoo_meta(name, cifar_images, "keras")
@@ -201,7 +201,7 @@ def exported(runs, tmp_path_factory):
     for engine, run in runs.items():
         for fmt in ("safetensors", "onnx", "torchscript") + (("keras",) if has_keras() else ()):
             assert main(["export", str(run), "--format", fmt]) == 0
-            files[engine, fmt] = RunDir(run).export_file(fmt)
+            files[engine, fmt] = RunDir(run).export_file(FORMATS[fmt].ext)
     return files
 
 
@@ -307,7 +307,7 @@ def test_onnx_dynamo_exporter(runs, tmp_path, capsys):
 
 
 def test_bench_runtimes_side_by_side(runs, exported, tmp_path, capsys):
-    from cnnlab.workflows.bench import COLUMNS
+    from cnnlab.workflows.measure.bench import COLUMNS
 
     run = runs["torch"]
     rows = cli_json(capsys, "bench", run, "--devices", "cpu,cuda", "--runtimes", "torch,torchscript,onnxruntime",
@@ -341,6 +341,79 @@ def test_bench_runtimes_side_by_side(runs, exported, tmp_path, capsys):
     one_line_error(code, err, "runs on onnxruntime only")
     code, _, err = cli(capsys, "bench", run, "--devices", "cpu", "--runtimes", "tensorrt")
     one_line_error(code, err, "unknown runtime 'tensorrt'")
+
+
+# ---- the registry of formats ------------------------------------------------------------------
+
+def test_the_registry_names_files_runtimes_and_checks():
+    assert list(FORMATS) == ["safetensors", "onnx", "torchscript", "keras"]
+    rd = RunDir("r")
+    assert {name: rd.export_file(f.ext).name for name, f in FORMATS.items()} == {n: "model" + e for n, e in EXT.items()}
+    assert rd.export_file(FORMATS["onnx"].ext, "last") == rd.exports / "model-last.onnx"
+    assert {name: f.runtimes for name, f in FORMATS.items()} == {
+        "safetensors": ("torch", "onnxruntime", "torchscript", "keras"), "onnx": ("onnxruntime",),
+        "torchscript": ("torchscript",), "keras": ("keras",)}
+    assert [name for name, f in FORMATS.items() if f.bitwise] == ["safetensors"]
+
+
+def test_the_registry_loads_without_torch():
+    """`cnnlab export --format` takes its choices from the registry while the CLI starts, without torch."""
+    import subprocess
+    import sys
+
+    code = ("import argparse, sys; from cnnlab.commands import export; "
+            "export.add_parser(argparse.ArgumentParser().add_subparsers()); "
+            "print(sorted(m for m in ('torch', 'numpy', 'onnx', 'safetensors', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+TOY_MAGIC = b"CNNLABTOY1"
+
+
+@pytest.fixture
+def toy_format():
+    """A format added with one registered entry and nothing else: safetensors bytes behind a magic number,
+    on its own runtime `toy` (PyTorch eager under another name)."""
+    from pathlib import Path
+
+    from cnnlab.workflows.export import (Format, TorchPredictor, build_torch_model, load_safetensors,
+                                         register_format)
+    from cnnlab.workflows.export.metadata import meta_json
+
+    def read(data, path):
+        state, meta = load_safetensors(path, data[len(TOY_MAGIC):])
+        return build_torch_model(meta, state, path), meta
+
+    def load(path, device):
+        model, meta = read(Path(path).read_bytes(), path)
+        return TorchPredictor(model, meta, device, str(path), runtime="toy")
+
+    fmt = register_format(Format(
+        name="toy", ext="toy", title="toy", runtime="toy", write=lambda model, meta: TOY_MAGIC + safetensors_bytes(model, meta),
+        load=load, load_bytes=lambda data, meta: TorchPredictor(read(data, "the toy data")[0], meta, runtime="toy"),
+        read_meta=lambda path: meta_json(read(Path(path).read_bytes(), path)[1]),
+        convert=lambda model, meta, device, source="": TorchPredictor(model, meta, device, source, runtime="toy"),
+        recognise=lambda head, names, path: head.startswith(TOY_MAGIC)))
+    yield fmt
+    del FORMATS["toy"]
+
+
+def test_a_format_is_one_registered_entry(toy_format, runs, tmp_path, capsys):
+    """export (choices, default name, check), predict on the file and bench on its runtime, with no other change."""
+    run = runs["torch"]
+    info = cli_json(capsys, "export", run, "--format", "toy", "--out", tmp_path)
+    path = tmp_path / "model.toy"
+    assert info["path"] == str(path) and info["runtime"] == "toy" and info["check"]["max_abs_diff"] == 0
+    assert read_metadata(path)[0] == "toy"
+    ref, got = tmp_path / "ref.csv", tmp_path / "toy.csv"
+    assert main(["predict", str(run), "--out", str(ref)]) == 0
+    assert cli_json(capsys, "predict", path, "--out", got, "--device", "cpu")["runtime"] == "toy"
+    assert got.read_text() == ref.read_text()
+    rows = cli_json(capsys, "bench", run, "--devices", "cpu", "--runtimes", "torch,toy", "--batch-size", "4",
+                    "--rounds", "1")
+    assert [r["runtime"] for r in rows] == ["torch", "toy"] and rows[0]["test_acc"] == rows[1]["test_acc"]
+    assert "toy" in FORMATS["safetensors"].runtimes  # a file that rebuilds the model runs on the new runtime
 
 
 # ---- files that must be refused ---------------------------------------------------------------

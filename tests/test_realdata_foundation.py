@@ -39,7 +39,7 @@ def test_short_lenet5_run_on_real_mnist(real_dataset, data_dir, tmp_path):
     assert s["test_acc"] > 0.97, s
     # an independent evaluation of the saved best weights gives the same figure on all 10,000 images
     # (to within 2 images: the run may have trained and evaluated on a GPU)
-    from cnnlab.workflows.evaluate import evaluate_run
+    from cnnlab.workflows.measure.evaluate import evaluate_run
 
     ev = evaluate_run(tmp_path / "run", "test", data_dir=data_dir, device="cpu", write=False)
     assert ev["count"] == s["test_count"] == 10000

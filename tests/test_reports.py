@@ -20,7 +20,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.dirs import PLOT_FILES, RunDir
 from cnnlab.train.loop import train
-from cnnlab.workflows.plots import CURVE_SIZE, DPI, FILTER_BACKGROUND
+from cnnlab.workflows.report import CURVE_SIZE, DPI, FILTER_BACKGROUND
 
 DATASET = "synthetic:shape=3x16x16,classes=4,train=320,test=64"
 GREY = "synthetic:shape=1x12x12,classes=3,train=240,test=48"
@@ -124,7 +124,7 @@ def test_plot_writes_every_png_at_its_size(runs, capsys):
 
 
 def test_filter_grid_has_one_tile_per_filter_in_colour(runs):
-    from cnnlab.workflows.plots import plot_run
+    from cnnlab.workflows.report import plot_run
 
     result = plot_run(runs["conv"], write=False)
     n, c = first_conv_filters(runs["conv"])
@@ -133,7 +133,7 @@ def test_filter_grid_has_one_tile_per_filter_in_colour(runs):
     assert fig.filter_count == n
     assert sum(1 for ax in fig.axes if ax.images) == n
     path = RunDir(runs["conv"]).plot_file("filters")
-    from cnnlab.workflows.plots import save_png
+    from cnnlab.workflows.report import save_png
 
     save_png(fig, path)
     tiles = tiles_in_png(path)
@@ -146,7 +146,7 @@ def test_filter_grid_has_one_tile_per_filter_in_colour(runs):
 
 def test_filter_grid_of_a_grey_scratch_run(runs):
     """The scratch engine's run plots too: its 6 filters over 1 channel are 6 grey tiles."""
-    from cnnlab.workflows.plots import plot_run
+    from cnnlab.workflows.report import plot_run
 
     result = plot_run(runs["scratch"])
     assert set(result.files) == set(PLOT_FILES) and result.notes == {}
@@ -165,7 +165,7 @@ def test_filter_grid_of_a_grey_scratch_run(runs):
 def test_many_filters_wrap_into_rows():
     import torch
 
-    from cnnlab.workflows.plots import filters_figure
+    from cnnlab.workflows.report import filters_figure
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 20, 5))
     fig = filters_figure(model)
@@ -175,7 +175,7 @@ def test_many_filters_wrap_into_rows():
 
 
 def test_same_run_same_png_bytes(runs, tmp_path):
-    from cnnlab.workflows.plots import plot_run
+    from cnnlab.workflows.report import plot_run
 
     # two copies of the run (titles name the directory, so both are called 'conv')
     a, b = copy_run(runs["conv"], tmp_path / "a" / "conv"), copy_run(runs["conv"], tmp_path / "b" / "conv")
@@ -203,7 +203,7 @@ def test_plot_without_test_data_uses_evaluation_json(runs, tmp_path, capsys):
     evaluation.json when `cnnlab evaluate` wrote one, and the mistakes get a note."""
     run = copy_run(runs["conv"], tmp_path / "moved")
     cli_json(capsys, "evaluate", run, "--device", "cpu")
-    from cnnlab.workflows import plots
+    from cnnlab.workflows.report import plot_run
 
     def no_data(self, name="test", data_dir=None):
         raise CnnlabError("dataset gone: give --data-dir")
@@ -213,7 +213,7 @@ def test_plot_without_test_data_uses_evaluation_json(runs, tmp_path, capsys):
     mp = pytest.MonkeyPatch()
     mp.setattr(LoadedRun, "split", no_data)
     try:
-        result = plots.plot_run(run)
+        result = plot_run(run)
     finally:
         mp.undo()
     assert {"loss", "accuracy", "lr", "filters", "confusion"} <= set(result.files)
@@ -296,6 +296,23 @@ def test_report_of_a_crashed_run(runs, capsys):
     for name in ("loss", "accuracy", "lr", "filters", "confusion", "mistakes"):  # epoch 1's best weights
         assert f'id="fig-{name}"' in html
     assert "not recorded: the machine is written to summary.json" in html
+
+
+def test_status_comes_from_the_run_state_not_the_log(runs, tmp_path):
+    """train.log is shown, never parsed: without state.json a crashed run did not finish, whatever
+    its log says; the reason a report gives is the one the trainer recorded."""
+    from cnnlab.workflows.report import read_run
+
+    run = copy_run(runs["crashed"], tmp_path / "crashed")
+    rd = RunDir(run)
+    assert any(line.startswith("stopped") for line in rd.read_log())
+    rd.state.unlink()
+    files = read_run(run)
+    assert files.short_status == "did not finish" and files.status.startswith("did not finish (no summary.json")
+    rd.write_state("stopped", "stopped by SIGTERM at step 7; continue with: cnnlab train --resume X")
+    files = read_run(run)
+    assert files.short_status == "stopped"
+    assert files.status == "stopped by SIGTERM at step 7; continue with: cnnlab train --resume X"
 
 
 def test_report_of_a_scratch_engine_run(runs, capsys):

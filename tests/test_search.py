@@ -1,6 +1,8 @@
-"""`cnnlab search`: costing before training, resuming a killed search from its SQLite file, and two
-workers sharing SQLite and a real PostgreSQL server (started here from Debian's postgresql package,
-which .ci/run installs; elsewhere the test says why it did not run). Tiny synthetic data and nets."""
+"""`cnnlab search`: costing before training (as the network each trial trains), resuming a killed
+search from its SQLite file, failing dead workers' trials, the objectives' registry, and two workers
+sharing SQLite and a real PostgreSQL server (started here from Debian's postgresql package, which
+.ci/run installs; elsewhere the test says why it did not run). Tiny synthetic data and nets. The
+study is read through Optuna's public API (SearchDir.load_trials, open_study), never its tables."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import yaml
 optuna = pytest.importorskip("optuna", reason="cnnlab search needs Optuna: pip install 'cnnlab[search]'")
 
 from cnnlab.cli import main as cli  # noqa: E402
+from cnnlab.dirs import RunDir  # noqa: E402
+from cnnlab.dirs import SearchDir  # noqa: E402
 from cnnlab.errors import CnnlabError  # noqa: E402
 from cnnlab.workflows.search import load_search, open_study, spec_text  # noqa: E402
 
@@ -111,16 +115,16 @@ def test_infeasible_candidates_never_train(tmp_path, capsys):
     assert infeasible and trained
     for t in infeasible:  # costed, refused, and no run directory made
         assert t.state.name == "PRUNED" and t.user_attrs["params"] > 600 and "600" in t.user_attrs["infeasible"]
-        assert not (out / "trials" / f"{t.number:04d}").exists()
+        assert not SearchDir(out).trial_dir(t.number).exists()
     for t in trained:
-        assert t.user_attrs["params"] <= 600 and (out / "trials" / f"{t.number:04d}" / "summary.json").is_file()
+        assert t.user_attrs["params"] <= 600 and RunDir(SearchDir(out).trial_dir(t.number)).summary.is_file()
         assert t.value == pytest.approx(t.user_attrs["error"] / 12 + t.user_attrs["cycles"] / 300000)
-    for name in ("trials.csv", "pareto.png", "best.yaml", "best.json"):
-        assert (out / name).is_file(), name
-    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    sd = SearchDir(out)
+    assert sd.is_search() and sd.finished() and all(p.is_file() for p in sd.result_files)
+    assert sd.pareto_png.read_bytes()[:4] == b"\x89PNG"
     from cnnlab.config import TrainConfig
 
-    best = TrainConfig.load(out / "best.yaml")
+    best = TrainConfig.load(sd.best_yaml)
     assert best.out is None and best.model in {t.user_attrs["model"] for t in trained}
     from cnnlab.workflows.report import report
 
@@ -134,16 +138,11 @@ def _finished(out):
     return [t for t in _trials(out) if t.state.name in ("COMPLETE", "PRUNED")]
 
 
-def _count_finished(db: Path) -> int:
-    """Finished trials, read straight from the SQLite file (quick enough to poll)."""
-    import sqlite3
-
-    if not db.exists():
-        return 0
+def _count_finished(out: Path) -> int:
+    """Finished trials, read through Optuna from the search's storage (0 until it exists)."""
     try:
-        with sqlite3.connect(db, timeout=5) as con:
-            return con.execute("SELECT count(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
-    except sqlite3.OperationalError:  # the tables are not there yet
+        return sum(t.state.name in ("COMPLETE", "PRUNED") for t in SearchDir(out).load_trials())
+    except Exception:  # search.db or its tables are not there yet
         return 0
 
 
@@ -153,19 +152,19 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     cmd = [sys.executable, "-m", "cnnlab", "search", str(path), "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and _count_finished(out / "search.db") < 3:
-        time.sleep(0.05)
+    while time.time() < deadline and _count_finished(out) < 3:
+        time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)  # mid-way, most likely inside a trial
     proc.wait()
     before = {t.number: (t.state.name, dict(t.params)) for t in _finished(out)}
     assert 3 <= len(before) < 12
-    stamps = {n: (out / "trials" / f"{n:04d}" / "summary.json").stat().st_mtime_ns
+    stamps = {n: RunDir(SearchDir(out).trial_dir(n)).summary.stat().st_mtime_ns
               for n, (state, _) in before.items() if state == "COMPLETE"}
     assert subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
     after = {t.number: (t.state.name, dict(t.params)) for t in _finished(out)}
     assert len(after) == 12 and all(after[n] == v for n, v in before.items())
     for n, stamp in stamps.items():  # finished trials were not trained again
-        assert (out / "trials" / f"{n:04d}" / "summary.json").stat().st_mtime_ns == stamp
+        assert RunDir(SearchDir(out).trial_dir(n)).summary.stat().st_mtime_ns == stamp
 
 
 def _check_shared(out, storage, trials):
@@ -178,7 +177,7 @@ def _check_shared(out, storage, trials):
     assert len(set(proposals)) == len(proposals)  # and no candidate proposed twice (each worker its own seed)
     dirs = [t.user_attrs["run_dir"] for t in done if "run_dir" in t.user_attrs]
     assert len(dirs) == len(set(dirs))
-    assert all(Path(d, "summary.json").is_file() for d in dirs)
+    assert all(RunDir(d).summary.is_file() for d in dirs)
     assert len({t.user_attrs["worker"] for t in done}) == 2  # both processes ran trials
 
 
@@ -246,7 +245,7 @@ def test_two_workers_share_a_postgresql_search(tmp_path, postgres):
     r = subprocess.run([sys.executable, "-m", "cnnlab", "search", str(path), "--out", str(out), "--workers", "2",
                         "--storage", postgres], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert not (out / "search.db").exists()
+    assert not SearchDir(out).storage_file.exists()
     _check_shared(out, postgres, 6)
 
 
@@ -267,8 +266,74 @@ def test_multi_objective_search_keeps_a_pareto_front_and_measures_latency(tmp_pa
     assert len(study.directions) == 3 and type(study.sampler).__name__ == "NSGAIISampler"
     done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     assert done and all(len(t.values) == 3 and t.values[2] == t.user_attrs["latency_ms"] > 0 for t in done)
-    import json
-
-    best = json.loads((out / "best.json").read_text())
+    best = SearchDir(out).read_best()
     front = {t.number for t in study.best_trials}
     assert best["trial"] in front and best["values"] == [t.values for t in done if t.number == best["trial"]][0]
+
+
+def test_a_candidate_is_costed_as_the_network_its_trial_trains(tmp_path, capsys):
+    """With resize and input_channels in the base, the search costs the adapted network (3x12x12
+    layers behind the adapter), exactly as `cnnlab cost RUN` costs the trial's trained model."""
+    base = {"dataset": "synthetic:shape=1x8x8,classes=4,train=120,test=20", "resize": 12, "input_channels": 3,
+            "epochs": 1, "batch_size": 40, "optimizer": "sgd", "lr": 0.05, "val_size": 20, "threads": 1}
+    path = _search_file(tmp_path, base=base, trials=2, constraints={})
+    out = tmp_path / "s"
+    assert cli(["search", str(path), "--out", str(out)]) == 0
+    trained = [t for t in _trials(out) if t.state.name == "COMPLETE"]
+    assert trained
+    import json
+
+    from cnnlab.cost.report import analyze
+    from cnnlab.models import create_model
+
+    for t in trained:
+        capsys.readouterr()
+        assert cli(["cost", t.user_attrs["run_dir"], "--json"]) == 0
+        rep = json.loads(capsys.readouterr().out)
+        assert rep["input"] == [1, 8, 8]
+        a = t.user_attrs
+        assert (a["cycles"], a["macs"], a["params"], a["peak_activation"]) == (
+            rep["totals"]["cycles"], rep["totals"]["macs"], rep["totals"]["params"], rep["peak_activation_bytes"])
+        assert a["energy_mj"] == pytest.approx(rep["totals"]["energy_mj"])
+        bare = analyze(create_model(a["model"], num_classes=4, in_channels=1, input_size=(8, 8)), (1, 8, 8))
+        assert bare.totals["cycles"] != a["cycles"]  # the spec alone, on the raw images, is another network
+
+
+def test_a_trial_left_running_without_a_heartbeat_is_failed(tmp_path):
+    """A worker killed between Optuna creating a trial and the trial's first heartbeat leaves a
+    RUNNING trial with no `started` mark: the next worker fails it (Study.tell), and leaves a
+    marked one to Optuna's heartbeat check."""
+    import warnings
+
+    from cnnlab.workflows.search.optuna_adapter import fail_dead, mark_started, open_storage
+
+    search = load_search(_search_file(tmp_path, stale_after=60), tmp_path / "s")  # no heartbeat goes stale here
+    rdb = open_storage(search)
+    study = open_study(search, rdb)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna: heartbeats are meant for Study.optimize, which asks this way
+        orphan, alive = study.ask(), study.ask()
+    mark_started(study, rdb, alive)
+    time.sleep(1.1)
+    fail_dead(study, after=1)
+    states = {t.number: t.state.name for t in SearchDir(search.out).load_trials()}
+    assert states == {orphan.number: "FAIL", alive.number: "RUNNING"}
+
+
+def test_objectives_are_one_registry():
+    from cnnlab.workflows.search import OBJECTIVES, objective, objective_values
+
+    figures = {"error": 12.0, "cycles": 30000, "energy_mj": 0.5, "macs": 7, "params": 9, "latency_ms": 1.5}
+    assert objective_values(list(OBJECTIVES), figures) == [pytest.approx(1.1), 12.0, 30000, 0.5, 7, 9, 1.5]
+    assert all(o.direction == "minimize" for o in OBJECTIVES.values())
+
+    @objective("accuracy", "validation accuracy, %", direction="maximize")
+    def accuracy(f):
+        return 100 - f["error"]
+
+    try:
+        assert objective_values(["accuracy"], figures) == [88.0]
+        with pytest.raises(ValueError, match="direction"):
+            objective("bad", "?", direction="lower")
+    finally:
+        del OBJECTIVES["accuracy"]

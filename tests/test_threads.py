@@ -25,7 +25,7 @@ SYN = "synthetic:shape=3x16x16,classes=4,train=400,test=64"
 
 
 def _clean_env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "XDG_CACHE_HOME"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "XDG_CACHE_HOME", "CNNLAB_CACHE_DIR"))}
     return {**env, **extra}
 
 

@@ -18,12 +18,11 @@ from cnnlab.cli import main
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
-from cnnlab.models.pretrained import load_matched, match_state_dict
 from cnnlab.dirs import load_run
 from cnnlab.train.hooks import Hook
 from cnnlab.train.loop import train
-from cnnlab.train.pretrained import cached_path, read_source
 from cnnlab.train.validate import validate
+from cnnlab.weights import cached_path, load_matched, match_state_dict, read_source
 from tests.crash import DieAtCheckpoint, Killed
 
 RGB = "synthetic:shape=3x16x16,classes=4,train=640,test=128,noise=0.5"

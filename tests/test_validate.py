@@ -101,10 +101,72 @@ def test_a_study_file_is_checked_the_same_way(tmp_path):
     assert len(load_study(study, out=tmp_path / "out").runs) == 2  # momentum is fine for the NumPy engine
 
 
-def test_momentum_and_nesterov_mean_the_same_in_both_engines(tmp_path):
-    for engine in ("torch", "scratch"):
-        for opt in ("momentum", "nesterov", "sgd"):
-            validate(TrainConfig(dataset=SYN, engine=engine, model="c4k3-fc3", optimizer=opt))
+MOMENTUM_CASES = [  # optimizer, config momentum, config nesterov -> SGD's (momentum, nesterov) in both engines
+    ("sgd", 0.8, True, (0.8, True)),
+    ("sgd", 0.8, False, (0.8, False)),
+    ("sgd", 0.0, True, (0.0, False)),  # Nesterov needs momentum
+    ("momentum", 0.0, True, (0.9, False)),  # the name says plain momentum, 0.9 where none is given
+    ("nesterov", 0.7, False, (0.7, True)),
+]
+
+
+@pytest.mark.parametrize("opt, momentum, nesterov, want", MOMENTUM_CASES, ids=[str(c[:3]) for c in MOMENTUM_CASES])
+def test_momentum_and_nesterov_mean_the_same_in_both_engines(opt, momentum, nesterov, want):
+    """The same SGD settings from the same config, and the same two updates from the same weights
+    and batches (the second one is where momentum and Nesterov show)."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from cnnlab.scratch.engine import ScratchEngine
+    from cnnlab.train.torch_engine import TorchEngine
+
+    config = TrainConfig(dataset=SYN, model="c4k3-fc3", optimizer=opt, momentum=momentum, nesterov=nesterov, lr=0.5)
+    numpy_config = dataclasses.replace(config, engine="scratch", backend="numpy")
+    validate(config, new_run=False)
+    validate(numpy_config, new_run=False)
+    ours, theirs = TorchEngine.build(config, 3, (1, 8, 8), 4), ScratchEngine.build(numpy_config, 3, (1, 8, 8), 4)
+    group = ours.optimizer.param_groups[0]
+    assert (group["momentum"], group["nesterov"]) == want
+    assert (theirs.optimizer.hyper["momentum"], theirs.optimizer.hyper["nesterov"]) == want
+    theirs.net.load_state_dict({k: v.numpy().copy() for k, v in ours.model.state_dict().items()})
+    start = {k: v.clone() for k, v in ours.model.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        x, y = torch.randn(6, 1, 8, 8, generator=g), torch.randint(0, 3, (6,), generator=g)
+        ours.train_step(x, y)
+        theirs.train_step(x, y)
+    scratch_weights = theirs.net.state_dict()
+    for k, v in ours.model.state_dict().items():
+        assert not torch.allclose(v, start[k])  # the updates moved every weight
+        np.testing.assert_allclose(scratch_weights[k], v.numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_the_optimizer_table_says_which_engine_has_which_optimizer(tmp_path, capsys):
+    import torch
+
+    from cnnlab.train.optim import OPTIMIZERS, build_optimizer, default_lr, optimizer_names, register_optimizer
+
+    assert "muon" in optimizer_names("torch") and "muon" not in optimizer_names("scratch")
+    assert main(BASE + ["--engine", "scratch", "--optimizer", "muon", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "the scratch engine has no optimizer 'muon': choose one of adadelta, adagrad, adam," in err
+    assert err.strip().endswith("or use --engine torch") and not (tmp_path / "r").exists()
+
+    @register_optimizer("nadam_test", default_lr=2e-3)
+    def nadam(model, lr, momentum, nesterov, weight_decay, lr_scale, args):
+        return torch.optim.NAdam(model.parameters(), lr=lr, weight_decay=weight_decay, **args)
+
+    try:  # one registered function: a name with its default rate, for the torch engine only
+        assert default_lr("nadam_test") == 2e-3
+        assert isinstance(build_optimizer(torch.nn.Linear(2, 2), "nadam_test"), torch.optim.NAdam)
+        validate(TrainConfig(dataset=SYN, model="c4k3-fc3", optimizer="nadam_test"), new_run=False)
+        with pytest.raises(CnnlabError, match="the scratch engine has no optimizer 'nadam_test'"):
+            validate(TrainConfig(dataset=SYN, model="c4k3-fc3", optimizer="nadam_test", engine="scratch"),
+                     new_run=False)
+    finally:
+        del OPTIMIZERS["nadam_test"]
 
 
 def test_a_one_token_spec_is_a_spec(tmp_path, capsys):
@@ -154,3 +216,32 @@ def test_a_spec_too_big_for_memory_is_refused_before_it_is_built(tmp_path, capsy
     spec = "c6k5p0-relu-p2-c16k5g2-bn-relu-p2-dwk3-fc120-relu-fc10"
     params, _ = spec_size(resolve(parse_spec(spec), (3, 32, 32), 10))
     assert params == sum(p.numel() for p in create_model(spec, 10, 3, 32).parameters())
+
+
+def test_the_loss_table_serves_both_engines_and_the_spec_grammar():
+    import numpy as np
+    import torch
+
+    from cnnlab.losses import LOSSES, make_loss, register_loss
+    from cnnlab.models.spec import parse_spec
+    from cnnlab.scratch.losses import compute_loss
+
+    scores, y = torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([1])
+    for name in ("softmax", "svm"):  # each registered once, for both engines, with the same value
+        torch_loss = float(make_loss(name)(scores, y))
+        assert compute_loss(name, scores.numpy().astype(np.float64), y.numpy())[0] == pytest.approx(torch_loss)
+
+    @register_loss("squared_hinge_test", label_smoothing=False)
+    def squared_hinge(s, target):
+        return ((s - s.gather(1, target[:, None]) + 1).clamp_min(0) ** 2).sum(1).sub(1).mean()
+
+    try:  # one registered function: a loss for validation, the PyTorch engine and a spec's last token
+        validate(TrainConfig(dataset=SYN, model="c4k3-fc3", loss="squared_hinge_test"), new_run=False)
+        assert float(make_loss("squared_hinge_test")(scores, y)) == pytest.approx(6.25)
+        assert parse_spec("c4k3-fc3-squared_hinge_test").loss == "squared_hinge_test"
+        with pytest.raises(CnnlabError, match="the scratch engine has no 'squared_hinge_test' loss: choose softmax"):
+            compute_loss("squared_hinge_test", scores.numpy(), y.numpy())
+        with pytest.raises(CnnlabError, match="label smoothing applies to the softmax loss only, not to svm"):
+            compute_loss("svm", scores.numpy(), y.numpy(), label_smoothing=0.1)
+    finally:
+        del LOSSES["squared_hinge_test"]

@@ -34,7 +34,7 @@ def cli_json(capsys, *argv):
 @pytest.fixture(scope="module")
 def evaluated(run):
     """`cnnlab evaluate RUN --json` (test split, best weights), the independent reference."""
-    from cnnlab.workflows.evaluate import evaluate_run
+    from cnnlab.workflows.measure.evaluate import evaluate_run
 
     return evaluate_run(run[0], device="cpu", write=False)
 
@@ -68,7 +68,7 @@ def test_score(run, evaluated, capsys):
 
 
 def test_bench(run, evaluated, capsys):
-    from cnnlab.workflows.bench import COLUMNS
+    from cnnlab.workflows.measure.bench import COLUMNS
 
     out, _ = run
     rows = cli_json(capsys, "bench", out, "--devices", "cpu", "--batch-size", "16")

@@ -1,8 +1,15 @@
-"""`cnnlab bench`: measured accuracy, latency and (optionally) training time per device and runtime."""
+"""`cnnlab bench`: measured accuracy, latency and (optionally) training time per device and runtime.
+
+    cnnlab bench runs/x --devices cpu,cuda --runtimes torch,onnxruntime   # RUN_DIR/bench.csv and .json
+    cnnlab bench runs/x/exports/model.onnx --devices cpu --out onnx.csv
+
+The work is `cnnlab.workflows.measure.bench`.
+"""
 
 from __future__ import annotations
 
-from cnnlab.commands.common import add_json_flag, format_table, print_json
+from cnnlab.commands.common import add_json_flag, print_json
+from cnnlab.text import format_table
 
 
 def add_parser(sub):
@@ -32,7 +39,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from cnnlab.errors import CnnlabError
-    from cnnlab.workflows.bench import bench_run, write_bench
+    from cnnlab.workflows.measure.bench import bench_run, write_bench
 
     devices = [d.strip().lower() for d in args.devices.split(",") if d.strip()]
     if not devices:

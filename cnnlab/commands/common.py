@@ -20,25 +20,6 @@ def print_json(data):
     sys.stdout.flush()
 
 
-def format_table(header, rows) -> str:
-    """A plain fixed-width table: right-aligned numbers, left-aligned text."""
-    cells = [[str(h) for h in header]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-
-    def line(r):
-        return "  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)).rstrip()
-
-    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
-
-
-def _numeric(s):
-    try:
-        float(s.rstrip("%"))
-        return True
-    except ValueError:
-        return False
-
-
 def parse_shape(text: str):
     """'3x32x32' -> (3, 32, 32); the one parser of every command's --input."""
     try:
@@ -76,11 +57,10 @@ def load_model(model_or_run: str, in_shape=None, num_classes: int | None = None)
         if shape is None:
             shape = _run_input_shape(run)
         return run.model, tuple(shape), str(path)
-    from cnnlab.models import create_model
+    from cnnlab.build import build_for
 
-    c, h, w = in_shape or (3, 32, 32)
-    model = create_model(model_or_run, num_classes=num_classes or 10, in_channels=c, input_size=(h, w))
-    return model, (c, h, w), model_or_run
+    shape = tuple(in_shape or (3, 32, 32))
+    return build_for({"model": model_or_run}, shape, num_classes or 10), shape, model_or_run
 
 
 def _run_input_shape(run):

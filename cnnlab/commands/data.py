@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cnnlab.commands.common import add_json_flag, format_table, print_json
+from cnnlab.commands.common import add_json_flag, print_json
+from cnnlab.text import format_table
 
 
 def add_parser(sub):

@@ -1,10 +1,17 @@
-"""`cnnlab evaluate RUN_DIR|MODEL_FILE`: accuracy, loss, per-class accuracy and the confusion matrix."""
+"""`cnnlab evaluate RUN_DIR|MODEL_FILE`: accuracy, loss, per-class accuracy and the confusion matrix.
+
+    cnnlab evaluate runs/x --split val            # writes evaluation-val.json and its CSVs into the run
+    cnnlab evaluate runs/x/exports/model.onnx     # an exported file on its runtime (nothing written)
+
+The work is `cnnlab.workflows.measure.evaluate`.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from cnnlab.commands.common import add_json_flag, format_table, print_json
+from cnnlab.commands.common import add_json_flag, print_json
+from cnnlab.text import format_table
 
 
 def add_parser(sub):
@@ -25,7 +32,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     from cnnlab.dirs import RunDir
-    from cnnlab.workflows.evaluate import evaluate_file, evaluate_run, is_exported_file
+    from cnnlab.workflows.measure.evaluate import evaluate_file, evaluate_run, is_exported_file
 
     if is_exported_file(args.run_dir):
         result = evaluate_file(args.run_dir, args.split, args.data_dir, args.device, args.dataset)

@@ -1,40 +1,50 @@
-"""`cnnlab export RUN_DIR --format safetensors|onnx|torchscript|keras`: the model in a file to share or deploy.
-
-Formats (default file RUN_DIR/exports/model.<ext>; --checkpoint last writes model-last.<ext>):
-  safetensors   the weights (a PyTorch state dict), e.g. for sharing or the Hugging Face Hub
-  onnx          an ONNX graph for ONNX Runtime and edge toolchains: input `input` (batch, C, H, W) with a
-                dynamic batch, output `logits`, at the chosen --opset (default 17)
-  torchscript   a traced TorchScript module: torch.jit.load() runs it without cnnlab's code
-  keras         a Keras 3 `.keras` file (input (batch, H, W, C)), built on Keras's PyTorch backend, no
-                TensorFlow; needs `pip install cnnlab[keras]`. Models of conv, pooling, dense, batch
-                norm, activations, flatten, dropout and add layers; others are refused with the reason.
+"""`cnnlab export RUN_DIR --format FORMAT`: the model in a file to share or deploy.
 
 Every file records its source run, cnnlab version, input shape and layout, classes, mean/std and
 whether normalisation is baked in (--bake-normalization: the model then takes pixel values 0-255),
 so `cnnlab predict FILE` and `cnnlab bench FILE` need no run directory. Before writing, the file is
 read back and run on real test images against the PyTorch model (safetensors: bitwise equal; the
 others within 1e-4); a file that fails is not written.
+
+The formats, `--format`'s choices and their descriptions in `--help` come from the registry of
+cnnlab.workflows.export (which imports without torch, so the CLI starts fast).
 """
 
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from cnnlab.commands.common import add_json_flag, print_json
 
 
+def formats_help() -> str:
+    """The registered formats, one entry each, for `cnnlab export --help`."""
+    from cnnlab.workflows.export import FORMATS
+
+    lines = ["Formats (default file RUN_DIR/exports/model.<ext>; --checkpoint last writes model-last.<ext>):"]
+    for fmt in FORMATS.values():
+        lines += textwrap.wrap(fmt.help, 106, initial_indent=f"  {fmt.name:<14}", subsequent_indent=" " * 16)
+    return "\n".join(lines)
+
+
 def add_parser(sub):
-    p = sub.add_parser("export", help="export a trained model: safetensors, ONNX, TorchScript or Keras",
-                       description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    from cnnlab.workflows.export import DEFAULT_OPSET, EXPORTERS, FORMATS
+
+    p = sub.add_parser("export", help=f"export a trained model: {', '.join(FORMATS)}",
+                       description=formats_help() + "\n\n" + __doc__.split("\n\n")[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `cnnlab train` (either engine)")
-    p.add_argument("--format", dest="fmt", required=True, choices=["safetensors", "onnx", "torchscript", "keras"])
+    p.add_argument("--format", dest="fmt", required=True, choices=list(FORMATS))
     p.add_argument("--out", metavar="PATH", help="the file to write, or a folder for the default name "
                                                  "(default RUN_DIR/exports/model.<ext>)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which weights (default best)")
-    p.add_argument("--opset", type=int, help="ONNX opset (default 17; 9-20 with the default exporter)")
-    p.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
-                   help="ONNX: torch.onnx's TorchScript-based exporter (default; any opset 9-20, fast) or the "
-                        "torch.export-based one (opset 18-23)")
+    (ts_lo, ts_hi), (dy_lo, dy_hi) = EXPORTERS["torchscript"], EXPORTERS["dynamo"]
+    p.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET}; {ts_lo}-{ts_hi} with the default "
+                                             "exporter)")
+    p.add_argument("--exporter", choices=list(EXPORTERS), default="torchscript",
+                   help=f"ONNX: torch.onnx's TorchScript-based exporter (default; any opset {ts_lo}-{ts_hi}, fast) or "
+                        f"the torch.export-based one (opset {dy_lo}-{dy_hi})")
     p.add_argument("--bake-normalization", action="store_true",
                    help="put the dataset's normalisation into the model: it then takes pixel values 0-255")
     p.add_argument("--check-images", type=int, default=16, metavar="N",

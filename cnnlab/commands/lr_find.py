@@ -1,4 +1,9 @@
-"""`cnnlab lr-find`: the learning-rate range test, plotted, with a suggested learning rate."""
+"""`cnnlab lr-find`: the learning-rate range test, plotted, with a suggested learning rate.
+
+    cnnlab lr-find --model resnet20 --dataset cifar10 --subset 5000 --out lr_find.png
+
+The work is `cnnlab.workflows.measure.lrfind`.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from cnnlab.workflows.lrfind import find_lr, plot_lr_find
+    from cnnlab.workflows.measure.lrfind import find_lr, plot_lr_find
 
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")

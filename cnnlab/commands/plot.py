@@ -23,7 +23,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from cnnlab.workflows.plots import plot_run
+    from cnnlab.workflows.report import plot_run
 
     result = plot_run(args.run_dir, data_dir=args.data_dir, device=args.device, evaluate=args.evaluate)
     if args.json:

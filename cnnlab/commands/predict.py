@@ -34,7 +34,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from cnnlab.errors import CnnlabError
-    from cnnlab.workflows.evaluate import predict_run
+    from cnnlab.workflows.measure.evaluate import predict_run
 
     if args.out and Path(args.out).is_dir():
         raise CnnlabError(f"--out {args.out} is a directory: give the name of a CSV file to write")

@@ -1,4 +1,10 @@
-"""`cnnlab score`: the class competition's score of a trained run (writes RUN_DIR/score.json)."""
+"""`cnnlab score`: the class competition's score of a trained run (writes RUN_DIR/score.json).
+
+    cnnlab score runs/x                          # evaluates the test split, costs the model, prints the points
+    cnnlab score runs/x --max-activation 512KiB --json
+
+The work is `cnnlab.workflows.measure.score`.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ def add_parser(sub):
 def run(args) -> int:
     from cnnlab.cost.accelerator import DEFAULT_ACCELERATOR, Accelerator
     from cnnlab.commands.common import parse_bytes
-    from cnnlab.workflows.score import score_run
+    from cnnlab.workflows.measure.score import score_run
 
     arch = Accelerator.load(args.arch) if args.arch else DEFAULT_ACCELERATOR
     from cnnlab.dirs import RunDir

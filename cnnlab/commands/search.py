@@ -14,7 +14,7 @@ def add_parser(sub):
     p = sub.add_parser("search", help="search architectures for the competition metric (Optuna; cost model first)",
                        description="Search model specs and training settings with Optuna. Every candidate is "
                                    "costed first (cycles, energy, peak activation); infeasible ones never train. "
-                                   "Run it again to resume; see cnnlab/workflows/search.py for the file format.")
+                                   "Run it again to resume; see docs/search.md for the file format.")
     p.add_argument("file", help="the search file (YAML)")
     p.add_argument("--out", help="search directory (default runs/search-<file name>)")
     p.add_argument("--trials", type=int, help="finished trials to reach (default: the file's `trials`)")
@@ -27,7 +27,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from cnnlab.workflows.search import finish, load_search, storage_url, work
+    from cnnlab.workflows.search import finish, load_search, open_study, storage_url, work
 
     search = load_search(args.file, args.out, args.trials)
     if args.data_dir:
@@ -43,8 +43,6 @@ def run(args) -> int:
     if args.workers == 1:
         work(search, storage, log=log)
     else:  # N worker processes share the storage; this one waits for them, then writes the results
-        from cnnlab.workflows.search import open_study
-
         open_study(search, storage)  # created once, before the workers race to create it
         cmd = [sys.executable, "-m", "cnnlab", "search", str(search.path), "--out", str(search.out),
                "--storage", storage, "--trials", str(search.trials)]
@@ -64,5 +62,5 @@ def run(args) -> int:
     if args.json:
         print_json(best)
     else:
-        print(f"outputs: {search.out}/ (trials.csv, pareto.png, best.yaml, best.json)")
+        print(f"outputs: {search.out}/ ({', '.join(p.name for p in search.dir.result_files)})")
     return 0

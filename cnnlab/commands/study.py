@@ -1,4 +1,10 @@
-"""`cnnlab study STUDY.yaml`: train several configurations over several seeds; one table, one set of plots."""
+"""`cnnlab study STUDY.yaml`: train several configurations over several seeds; one table, one set of plots.
+
+    cnnlab study examples/optimizers.yaml --check    # the file checked, its runs listed
+    cnnlab study examples/optimizers.yaml --seeds 3  # run (or continue); prints results.md
+
+The work is `cnnlab.workflows.study`; the directory's files are `cnnlab.dirs.StudyDir`'s (docs/studies.md).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     from cnnlab.dirs import RunDir
-    from cnnlab.workflows.study import RESULTS_MD, load_study, run_study
+    from cnnlab.workflows.study import load_study, run_study
 
     study = load_study(args.file, seeds=args.seeds, out=args.out)
     if args.check:
@@ -37,5 +43,5 @@ def run(args) -> int:
         print_json({name: {k: v for k, v in r.items() if k != "curves"} for name, r in results.items()})
         return 0
     run_study(study)
-    print(study.file(RESULTS_MD).read_text(), end="")
+    print(study.dir.results_md.read_text(), end="")
     return 0

@@ -93,28 +93,29 @@ def config_from_args(args) -> TrainConfig:
     if args.config and args.recipe:
         raise CnnlabError("give --config or --recipe, not both (a recipe is a config file: copy it with "
                           "`cnnlab recipes NAME --show > my.yaml` and change it)")
-    base = TrainConfig.load(args.config).to_dict() if args.config else TrainConfig().to_dict()
+    config = TrainConfig.load(args.config) if args.config else TrainConfig()
     if args.recipe:
         from cnnlab.recipes import load_recipe, recipe_path
 
-        base = TrainConfig.from_dict({**base, **load_recipe(args.recipe)}, where=str(recipe_path(args.recipe))).to_dict()
+        config.update(load_recipe(args.recipe), where=str(recipe_path(args.recipe)))
+    given = {}
     for field, _, _ in FLAGS.values():
         if getattr(args, field) is not None:
-            base[field] = getattr(args, field)
+            given[field] = getattr(args, field)
     for flag in ("nesterov", "tta", "channels_last", "compile", "deterministic", "sync_bn", "tensorboard"):
         if getattr(args, flag):
-            base[flag] = True
+            given[flag] = True
     for item in args.set:
         key, eq, value = item.partition("=")
         if not eq:
             raise CnnlabError(f"bad --set '{item}': write KEY=VALUE")
         try:
-            base[key.strip()] = yaml.safe_load(value)
+            given[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
             raise CnnlabError(f"bad --set '{item}': the value is not valid YAML") from None
     if args.config and args.out is None and not any(s.startswith("out=") for s in args.set):
-        base["out"] = None  # a run's own config.yaml must not send a new run into the old directory
-    return TrainConfig.from_dict(base, where="--set/--config")
+        given["out"] = None  # a run's own config.yaml must not send a new run into the old directory
+    return config.update(given, where="--set/--config")  # each value's type checked once, where it came from
 
 
 def run(args) -> int:

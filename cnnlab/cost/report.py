@@ -14,6 +14,7 @@ from torch import nn
 from cnnlab.cost.accelerator import DEFAULT_ACCELERATOR, Accelerator, layer_cost
 from cnnlab.cost.trace import _numel, as_torch_model, trace
 from cnnlab.errors import CnnlabError
+from cnnlab.text import format_table as format_text_table
 
 # The competition's activation rule (4 bytes per element, leaf modules only).
 _ACT_INPUT_ONLY = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm,
@@ -27,7 +28,7 @@ def rule_activation_bytes(row) -> int:
     if m is None:
         return 0
     n_in, n_out = _numel(row.in_shape), _numel(row.out_shape)
-    if isinstance(m, nn.modules.conv._ConvNd):
+    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
         own = (n_in + n_out // m.groups) * 4
     elif isinstance(m, nn.Linear):
         own = (n_in + n_out) * 4
@@ -145,10 +146,7 @@ def format_table(rep: CostReport) -> str:
     t = rep.totals
     lines.append(("total", "", _shape((1, *rep.in_shape)), "", _si(t["params"]), _si(t["macs"]), _si(t["flops"]),
                   "", "", _si(t["weight_bytes"]), _si(rep.peak_activation), _si(t["cycles"]), f"{t['energy_pj'] / 1e6:.3f}"))
-    widths = [max(len(str(row[i])) for row in [head, *lines]) for i in range(len(head))]
-    fmt = lambda row: "  ".join(str(v).ljust(w) if i < 4 else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
-    out = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(x) for x in lines[:-1]]
-    out += ["  ".join("-" * w for w in widths), fmt(lines[-1]), ""]
+    out = [format_text_table(head, lines, align="l" * 4 + "r" * (len(head) - 4), rules=[len(lines) - 1]), ""]
     verdict = "PASS" if rep.activation_ok else "FAIL"
     out += [
         f"model            {rep.model_name} on 1x{_shape((1, *rep.in_shape))}",

@@ -9,7 +9,7 @@ and the ranking metric (lower is better) is error_percent / 12 + cycles / 300000
 
 The error band is decided on exact counts when they are given (wrong * 100 < limit * images),
 so 80.00 % accuracy is 20 % error exactly, not 19.9999988 % after float32 rounding.
-Scoring a trained run (evaluating it, costing its model) is `cnnlab.workflows.score`.
+Scoring a trained run (evaluating it, costing its model) is `cnnlab.workflows.measure.score`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from cnnlab.cost.accelerator import Accelerator, LayerCost, Problem
+from cnnlab.envinfo import user_cache_dir
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_text
 
@@ -105,8 +105,7 @@ def parse_stats(text: str) -> tuple[int, float, int | None]:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cnnlab" / "timeloop"
+    return user_cache_dir("timeloop")
 
 
 def _read_cache(path: Path) -> tuple[int, float] | None:

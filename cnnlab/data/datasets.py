@@ -5,9 +5,10 @@
     ds.val, ds.test, ds.classes, ds.num_classes, ds.shape, ds.mean, ds.std
 
 Names: mnist, fashion-mnist, cifar10, cifar100, imagefolder:PATH, synthetic[:key=value,...].
-The data directory is `data_dir`, else $CNNLAB_DATA_DIR, else ~/.cache/cnnlab/data; it is only
-read (and, for a missing dataset, downloaded into). Decoded arrays go to the cache directory
-($CNNLAB_CACHE_DIR, else ~/.cache/cnnlab/decoded), so the next load is a plain array read.
+The data directory is `data_dir`, else $CNNLAB_DATA_DIR, else data/ in cnnlab's cache (the root is
+$CNNLAB_CACHE_DIR, else ~/.cache/cnnlab: cnnlab.envinfo.user_cache_dir); it is only read (and, for
+a missing dataset, downloaded into). Decoded arrays go to decoded/ in cnnlab's cache, so the next
+load is a plain array read.
 
 The readers (cnnlab.data.formats) refuse malformed files with a one-line DataError: counts that
 differ, labels outside 0..classes-1, files that are not what they claim to be.
@@ -42,6 +43,7 @@ import torch
 from cnnlab.data import formats
 from cnnlab.data.download import download, md5sum
 from cnnlab.data.sources import CIFAR_DIRS, FASHION_CLASSES, IDX_FILES, MNIST_CLASSES, SOURCES
+from cnnlab.envinfo import user_cache_dir
 from cnnlab.errors import DataError, warn
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH", "synthetic")
@@ -75,16 +77,13 @@ class Dataset:
         return tuple(self.train.x.shape[1:])
 
 
-def _user_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnlab"
-
-
 def default_data_dir() -> Path:
-    return Path(os.environ.get("CNNLAB_DATA_DIR") or _user_cache() / "data")
+    return Path(os.environ.get("CNNLAB_DATA_DIR") or user_cache_dir("data"))
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("CNNLAB_CACHE_DIR") or _user_cache() / "decoded")
+    """Where decoded datasets are kept: decoded/ in cnnlab's cache."""
+    return user_cache_dir("decoded")
 
 
 def _resolve_data_dir(data_dir) -> Path:

@@ -9,8 +9,9 @@ for the path or the content. Each kind says whether a directory is of that kind 
 is in from its structured files (JSON, CSV, the checkpoint), never from log text.
 """
 
-from cnnlab.dirs.run import (EXPORT_FILES, ITERATIONS_HEADER, METRICS_HEADER, PLOT_FILES, SPLITS, LoadedRun,
-                             RunDir, load_run)
+from cnnlab.dirs.run import ITERATIONS_HEADER, METRICS_HEADER, PLOT_FILES, SPLITS, LoadedRun, RunDir, load_run
+from cnnlab.dirs.search import SearchDir
+from cnnlab.dirs.study import StudyDir
 
-__all__ = ["EXPORT_FILES", "ITERATIONS_HEADER", "METRICS_HEADER", "PLOT_FILES", "SPLITS", "LoadedRun", "RunDir",
-           "load_run"]
+__all__ = ["ITERATIONS_HEADER", "METRICS_HEADER", "PLOT_FILES", "SPLITS", "LoadedRun", "RunDir",
+           "load_run", "SearchDir", "StudyDir"]

@@ -6,6 +6,8 @@
       iterations.csv            one row per training step (ITERATIONS_HEADER)
       train.log                 the epoch table and messages; the last line gives the test accuracy
       summary.json              final figures, and the cnnlab version, git commit, device and machine
+      state.json                where an unfinished run stands: {"status": "training" | "stopped", "reason"}
+                                (a finished run has summary.json; `RunDir.status()` reads the two)
       checkpoints/last.pt       the latest state (also written mid-epoch), for --resume
       checkpoints/best.pt       the state with the best validation accuracy
       evaluation.json, per_class.csv, confusion_matrix.csv   `cnnlab evaluate` (test split;
@@ -18,8 +20,8 @@
       report.html               a self-contained report of the run (`cnnlab report`)
       report.md                 the same as Markdown (`cnnlab report --format md`), its PNGs in plots/
       tensorboard/              TensorBoard event files (`cnnlab train --tensorboard`)
-      exports/                  the model in other formats (`cnnlab export`): model.safetensors, model.onnx,
-                                model.torchscript, model.keras (model-last.* from the last checkpoint)
+      exports/                  the model in other formats (`cnnlab export`): model.<ext>, the format's
+                                extension, e.g. model.onnx (model-last.<ext> from the last checkpoint)
       .lock                     held while a process trains the run (two trainers never share one)
 
 Every command and workflow reaches these files through `RunDir` (names, plain reads and atomic
@@ -46,10 +48,6 @@ from cnnlab.io import atomic_write_text, write_csv
 METRICS_HEADER = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 ITERATIONS_HEADER = ["step", "epoch", "loss", "lr"]
 SPLITS = ("test", "val", "train")
-# `cnnlab export`'s default file per format, in exports/: the best checkpoint's weights
-# (`model-last.<ext>` for the last checkpoint's)
-EXPORT_FILES = {"safetensors": "model.safetensors", "onnx": "model.onnx", "torchscript": "model.torchscript",
-                "keras": "model.keras"}
 # the figures of `cnnlab plot`, in the order a report shows them: name -> file in plots/
 PLOT_FILES = {"loss": "loss.png", "accuracy": "accuracy.png", "lr": "lr.png", "filters": "filters.png",
               "confusion": "confusion.png", "mistakes": "mistakes.png"}
@@ -66,6 +64,7 @@ class RunDir:
     iterations = property(lambda self: self.path / "iterations.csv")
     log_file = property(lambda self: self.path / "train.log")
     summary = property(lambda self: self.path / "summary.json")
+    state = property(lambda self: self.path / "state.json")
     checkpoints = property(lambda self: self.path / "checkpoints")
     last = property(lambda self: self.checkpoints / "last.pt")
     best = property(lambda self: self.checkpoints / "best.pt")
@@ -91,12 +90,10 @@ class RunDir:
             raise CnnlabError(f"unknown plot '{name}': choose {', '.join(PLOT_FILES)}")
         return self.plots / PLOT_FILES[name]
 
-    def export_file(self, fmt: str, checkpoint: str = "best") -> Path:
-        """exports/model.<ext> of one of EXPORT_FILES (exports/model-last.<ext> for the last checkpoint)."""
-        if fmt not in EXPORT_FILES:
-            raise CnnlabError(f"unknown export format '{fmt}': choose {', '.join(EXPORT_FILES)}")
-        stem, ext = EXPORT_FILES[fmt].split(".", 1)
-        return self.exports / (f"{stem}.{ext}" if checkpoint == "best" else f"{stem}-{checkpoint}.{ext}")
+    def export_file(self, ext: str, checkpoint: str = "best") -> Path:
+        """`cnnlab export`'s default file for a format's extension (no dot), e.g. "onnx": exports/model.onnx
+        (exports/model-last.onnx for the last checkpoint). The formats are cnnlab.workflows.export's."""
+        return self.exports / (f"model.{ext}" if checkpoint == "best" else f"model-{checkpoint}.{ext}")
 
     def evaluation_files(self, split: str = "test") -> tuple[Path, Path, Path]:
         """(evaluation.json, per_class.csv, confusion_matrix.csv) of a split; the test split keeps the plain names."""
@@ -241,6 +238,23 @@ class RunDir:
 
     def finished(self) -> bool:
         return self.summary.exists()
+
+    def write_state(self, status: str, reason: str | None = None):
+        """Record where an unfinished run stands: "training" (a trainer has it), "stopped" (with why)."""
+        self.write_json(self.state, {"status": status, "reason": reason})
+
+    def status(self) -> tuple[str, str | None]:
+        """("finished" | "stopped" | "did not finish", why or None), from summary.json and state.json.
+        A run whose state still says "training" with no trainer holding it crashed or was killed."""
+        if self.summary.exists():
+            return "finished", None
+        try:
+            state = self.read_json(self.state) or {}
+        except CnnlabError:
+            state = {}
+        if state.get("status") == "stopped":
+            return "stopped", state.get("reason")
+        return "did not finish", None
 
     def write_evaluation(self, split: str, result: dict, classes):
         js, per_class, confusion = self.evaluation_files(split)

@@ -9,7 +9,7 @@ to that many channels. Both run inside the model, as a forward pre-hook, so trai
 evaluation, `cnnlab evaluate`/`predict`/`bench`, reports and the cost model all feed it the
 dataset's own images and get the same result; the hook has no weights, so the state dict's
 names are those of the model alone. (The other way to give a gray image to an RGB base, folding
-the base's first convolution over its input channels, needs no adapter: cnnlab.models.pretrained.)
+the base's first convolution over its input channels, needs no adapter: cnnlab.weights.match.)
 """
 
 from __future__ import annotations

@@ -45,8 +45,7 @@ import re
 from dataclasses import dataclass, field
 
 from cnnlab.errors import SpecError
-
-LOSSES = ("softmax", "svm")
+from cnnlab.losses import LOSSES  # a spec's last token may name a loss of the table
 ACTIVATIONS = ("relu", "relu6", "tanh", "sigmoid", "lrelu")
 
 

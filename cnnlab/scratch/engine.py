@@ -20,7 +20,6 @@ from cnnlab.models.spec import looks_like_spec
 from cnnlab.scratch.backends import check_backend
 from cnnlab.scratch.model import ScratchNet
 from cnnlab.scratch.optim import build_optimizer
-from cnnlab.train.optim import DEFAULT_LR
 from cnnlab.train.schedules import schedule_factor
 
 
@@ -70,12 +69,9 @@ class ScratchEngine:
         self.net = ScratchNet(spec_of(config), num_classes, tuple(in_shape), dtype, backend, config.seed,
                               config.loss, config.label_smoothing)
         params = self.net.named_params()
-        lr = config.lr
-        if lr is None:
-            lr = DEFAULT_LR.get(config.optimizer.lower())
-        self.optimizer = build_optimizer(params, config.optimizer, lr, config.momentum, config.nesterov,
+        self.optimizer = build_optimizer(params, config.optimizer, config.lr, config.momentum, config.nesterov,
                                          config.weight_decay, [n for n, p in params.items() if p.ndim < 2],
-                                         **dict(config.optimizer_args))
+                                         optimizer_args=config.optimizer_args)
         self.base_lr = self.optimizer.lr
         total = max(1, config.epochs * steps_per_epoch)
         self.factor = schedule_factor(config.schedule, total, steps_per_epoch, **dict(config.schedule_args))
@@ -134,9 +130,8 @@ class ScratchEngine:
         if config.device not in ("auto", "cpu"):
             raise CnnlabError(f"the scratch engine computes on the CPU: drop --device {config.device} "
                               "or use --engine torch")
-        lr = config.lr if config.lr is not None else DEFAULT_LR.get(config.optimizer.lower())
-        build_optimizer({"w": np.zeros((2, 2), np.float32)}, config.optimizer, lr, config.momentum, config.nesterov,
-                        config.weight_decay, ["w"], **dict(config.optimizer_args))
+        build_optimizer({"w": np.zeros((2, 2), np.float32)}, config.optimizer, config.lr, config.momentum, config.nesterov,
+                        config.weight_decay, ["w"], optimizer_args=config.optimizer_args)
         spec_of(config)
 
     @classmethod

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnlab import text
 from cnnlab.scratch.model import ScratchNet
 
 ZERO = 1e-8  # gradients smaller than this everywhere count as zero
@@ -110,9 +111,9 @@ def check_model(net: ScratchNet, x, y, entries=None, seed=0, h=1e-6) -> list[dic
 
 
 def format_table(rows, threshold=None) -> str:
-    head = f"{'parameter':<22} {'shape':<18} {'checked':>8} {'max rel error':>14}" + ("  ok" if threshold else "")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        ok = ("  yes" if r["rel_error"] <= threshold else "  NO") if threshold else ""
-        lines.append(f"{r['name']:<22} {str(r['shape']):<18} {r['entries']:>8} {r['rel_error']:>14.2e}{ok}")
-    return "\n".join(lines)
+    """The rows of `check_model` as a text table; with `threshold`, an "ok" column says whether each
+    error is at most that."""
+    header = ["parameter", "shape", "checked", "max rel error"] + (["ok"] if threshold else [])
+    table = [[r["name"], r["shape"], r["entries"], f"{r['rel_error']:.2e}"]
+             + ([("yes" if r["rel_error"] <= threshold else "NO")] if threshold else []) for r in rows]
+    return text.format_table(header, table, align="llrrl")

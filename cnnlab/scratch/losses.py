@@ -7,6 +7,11 @@ svm: the multiclass hinge loss of cs231n,
         L = 1/N sum_i sum_{j != y_i} max(0, s_ij - s_iy_i + 1).
     PyTorch's nn.MultiMarginLoss(margin=1) averages the same sum over the C classes too,
     so L = C * MultiMarginLoss(margin=1)(scores, y). The hinge's subgradient at the kink is 0.
+
+Each function is registered against its name in the one loss table (cnnlab.losses.LOSSES), next to
+the PyTorch loss of that name; `compute_loss(name, scores, y, label_smoothing)` looks it up there:
+
+    loss, dscores = compute_loss("svm", scores, y)
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+from cnnlab.losses import LOSSES, check_loss, register_scratch_loss
 
-LOSSES = ("softmax", "svm")
 
-
+@register_scratch_loss("softmax")
 def softmax_loss(scores, y, label_smoothing=0.0):
     n, c = scores.shape
     shifted = scores - scores.max(axis=1, keepdims=True)
@@ -30,6 +35,7 @@ def softmax_loss(scores, y, label_smoothing=0.0):
     return float(loss), (np.exp(log_probs) - target) / n
 
 
+@register_scratch_loss("svm")
 def svm_loss(scores, y):
     n = scores.shape[0]
     correct = scores[np.arange(n), y][:, None]
@@ -41,10 +47,11 @@ def svm_loss(scores, y):
 
 
 def compute_loss(name, scores, y, label_smoothing=0.0):
-    if name == "softmax":
-        return softmax_loss(scores, y, label_smoothing)
-    if name == "svm":
-        if label_smoothing:
-            raise CnnlabError("label smoothing applies to the softmax loss only, not to svm")
-        return svm_loss(scores, y)
-    raise CnnlabError(f"unknown loss '{name}': choose one of {', '.join(LOSSES)}")
+    loss = check_loss(name, label_smoothing)
+    if loss.scratch is None:
+        numpy = [n for n, entry in LOSSES.items() if entry.scratch is not None]
+        raise CnnlabError(f"the scratch engine has no '{name}' loss: choose {' or '.join(numpy)}, "
+                          "or use --engine torch")
+    if loss.label_smoothing:
+        return loss.scratch(scores, y, label_smoothing)
+    return loss.scratch(scores, y)

@@ -4,6 +4,8 @@
     loss, grads = net.loss(x, y)
     opt.step(grads)                       # updates the arrays in place
 
+`build_optimizer(params, name, lr, ...)` builds one by its name in the optimizer table
+(cnnlab.train.optim.OPTIMIZERS), where this module registers its classes for the scratch engine.
 `params` maps names to the model's live arrays. `weight_decay` is L2 added to the gradient
 (`g + wd * p`), except in AdamW, which decays the weights directly (`p *= 1 - lr * wd`).
 `no_decay` names parameters to leave undecayed (cnnlab decays only weights of 2 or more
@@ -24,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+from cnnlab.train.optim import check_optimizer, register_optimizer, sgd_settings
 
 
 class Optimizer:
@@ -171,24 +174,40 @@ class AdamW(Adam):
         super().__init__(params, lr, weight_decay, no_decay, **hyper)
 
 
-OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "adadelta": Adadelta, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
+# ---- registered against the names of the optimizer table (cnnlab.train.optim.OPTIMIZERS) ----------
+
+def _sgd(name):
+    def build(params, lr, momentum, nesterov, weight_decay, no_decay, args):
+        return SGD(params, lr, weight_decay, no_decay, **sgd_settings(name, momentum, nesterov), **args)
+
+    return build
 
 
-def optimizer_names() -> list[str]:
-    return sorted([*OPTIMIZERS, "momentum", "nesterov"])
+def _plain(cls):
+    """An optimizer class that has no use for the config's momentum and nesterov."""
+    def build(params, lr, momentum, nesterov, weight_decay, no_decay, args):
+        if "betas" in args:  # a YAML list
+            args = {**args, "betas": tuple(args["betas"])}
+        return cls(params, lr, weight_decay, no_decay, **args)
+
+    return build
+
+
+for _name in ("sgd", "momentum", "nesterov"):
+    register_optimizer(_name, engine="scratch")(_sgd(_name))
+for _cls in (Adagrad, Adadelta, RMSprop, Adam, AdamW):
+    register_optimizer(_cls.__name__.lower(), engine="scratch")(_plain(_cls))
 
 
 def build_optimizer(params: dict, name: str, lr=None, momentum=0.9, nesterov=False, weight_decay=0.0,
-                    no_decay=(), **args) -> Optimizer:
-    """By name, as the trainer's options give it: `sgd` uses `momentum` (and `nesterov`);
-    `momentum` and `nesterov` are SGD with momentum 0.9 unless given."""
-    name = name.lower()
-    if name in ("momentum", "nesterov"):
-        return SGD(params, lr, weight_decay, no_decay, momentum=momentum or 0.9, nesterov=name == "nesterov", **args)
-    if name == "sgd":
-        return SGD(params, lr, weight_decay, no_decay, momentum=momentum, nesterov=bool(nesterov and momentum), **args)
-    if name not in OPTIMIZERS:
-        raise CnnlabError(f"unknown optimizer '{name}' for the scratch engine: choose one of {', '.join(optimizer_names())}")
-    if "betas" in args:
-        args["betas"] = tuple(args["betas"])
-    return OPTIMIZERS[name](params, lr, weight_decay, no_decay, **args)
+                    no_decay=(), optimizer_args: dict | None = None, **args) -> Optimizer:
+    """By name, as the trainer's options give it (the table's default rate where `lr` is None);
+    `momentum` and `nesterov` mean what they mean to the PyTorch engine (`sgd_settings`), and
+    `optimizer_args` (the config's) and keyword `args` are the optimizer's own arguments."""
+    entry = check_optimizer(name, "scratch")
+    lr = entry.default_lr if lr is None else lr
+    args = {**(optimizer_args or {}), **args}
+    try:
+        return entry.builders["scratch"](params, lr, momentum, nesterov, weight_decay, no_decay, args)
+    except TypeError as e:
+        raise CnnlabError(f"bad optimizer_args for '{entry.name}': {e}") from None

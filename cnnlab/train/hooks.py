@@ -8,28 +8,56 @@ A hook subclasses `Hook` and overrides what it needs; the trainer calls, in list
     on_checkpoint(t, path, which)  after checkpoints/<which>.pt ("last" or "best") was written
     on_end(t, summary)             after the test evaluation; may add keys to `summary` before it is written
 
-`t` is the `Trainer` (cnnlab.train.loop): `t.config`, `t.engine`, `t.data`, `t.loader` (the training BatchLoader), `t.run` (the RunDir),
-`t.progress` (a `Progress`), `t.improved` (this epoch beat the best validation accuracy),
-`t.train_seconds()`, `t.log(line)`, `t.stop(reason, now=False)` (finish the run after this
-epoch, or with now=True end the epoch at once) and `t.save(which)`.
+`t` is the `Trainer` (cnnlab.train.loop): `t.config`, `t.engine`, `t.data`, `t.loader` (the
+training BatchLoader), `t.run` (the RunDir), `t.progress` (a `Progress`), `t.improved` (this
+epoch beat the best validation accuracy), `t.train_seconds()`, `t.log(line)`,
+`t.stop(reason, now=False)` (finish the run after this epoch, or with now=True end the epoch at
+once) and `t.save(which)`.
 
 A hook with a `name` keeps state across an interruption: `state_dict()` is saved in every
 checkpoint under that name and given back to `load_state_dict()` on resume, so a resumed run
 behaves as one never stopped. `model_state = True` marks state that belongs with the weights
 (the weight average): it is also restored with the best weights for the test evaluation.
 
-The built-in hooks below are the trainer's own features; `default_hooks(config)` lists them in
-the order they run (data-dependent initialisation first, time to accuracy last) (with `TransferHook` from cnnlab.train.transfer for `--pretrained`, and
-`TensorBoardLogger` from cnnlab.train.tensorboard for `--tensorboard`).
-The `Checkpointer` always runs last, so what it saves includes every other hook's work for that
-step or epoch.
+The built-in hooks below are the trainer's own features. Hooks with a module of their own
+(`TransferHook` in cnnlab.train.transfer, `TensorBoardLogger` in cnnlab.train.tensorboard, the
+search's pruning report) subclass `Hook` from here; cnnlab.train.defaults.default_hooks(config),
+above them all, lists the hooks a config asks for in the order they run (data-dependent
+initialisation first, time to accuracy last). The `Checkpointer` always runs last, so what it
+saves includes every other hook's work for that step or epoch.
+
+    class PrintLoss(Hook):
+        def on_step(self, t, loss, n):
+            print(t.progress.step, loss)
+
+    train(config, hooks=[PrintLoss()])
 """
 
 from __future__ import annotations
 
 import time
 
-from cnnlab.train.hookbase import Hook  # noqa: F401  the base class lives there so hook modules need not import this one
+
+class Hook:
+    """The base of every trainer hook: each call does nothing until a subclass overrides it."""
+
+    name: str | None = None  # set: the hook's state_dict() is checkpointed under this name
+    model_state = False  # True: its state belongs with the weights (restored with the best ones)
+
+    def on_start(self, t): ...
+
+    def on_step(self, t, loss: float, n: int): ...
+
+    def on_epoch_end(self, t, row: dict): ...
+
+    def on_checkpoint(self, t, path, which: str): ...
+
+    def on_end(self, t, summary: dict): ...
+
+    def state_dict(self):
+        return None
+
+    def load_state_dict(self, state): ...
 
 
 class DataInit(Hook):
@@ -184,23 +212,3 @@ class Checkpointer(Hook):
     def on_checkpoint(self, t, path, which):
         self.last_save = time.monotonic()
 
-
-def default_hooks(config) -> list[Hook]:
-    """The built-in hooks a config asks for, in running order, without the Checkpointer."""
-    hooks = [DataInit()]
-    if config.pretrained:  # first: the weights are loaded before any other hook copies them (the weight average)
-        from cnnlab.train.transfer import TransferHook
-
-        hooks.append(TransferHook(config))
-    if config.ema:
-        hooks.append(WeightAverage(config.ema))
-    if config.max_seconds:
-        hooks.append(TimeBudget(config.max_seconds))
-    if config.early_stop is not None:
-        hooks.append(EarlyStop(config.early_stop))
-    if config.tensorboard:
-        from cnnlab.train.tensorboard import TensorBoardLogger
-
-        hooks.append(TensorBoardLogger())
-    hooks.append(TimeToAccuracy())
-    return hooks

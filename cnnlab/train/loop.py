@@ -1,5 +1,7 @@
 """The training loop, engine-agnostic, extended through hooks.
 
+Over 400 lines: the Trainer's three phases read top to bottom in one class, as one run goes.
+
     summary = train(config)                       # a new run
     summary = train(None, resume="RUN_DIR")       # continue exactly where RUN_DIR stopped
     summary = train(config, hooks=[MyHook()])     # extra behaviour (see cnnlab.train.hooks)
@@ -38,7 +40,8 @@ from cnnlab.errors import CnnlabError, warn
 from cnnlab.evaluate import evaluate_logits
 from cnnlab.dirs import RunDir
 from cnnlab.train.engines import build_engine
-from cnnlab.train.hooks import Checkpointer, Hook, default_hooks
+from cnnlab.train.defaults import default_hooks
+from cnnlab.train.hooks import Checkpointer, Hook
 from cnnlab.train.distributed import broadcast, join, leave, share, sum_values, world_from_env
 from cnnlab.train.progress import EpochTable, StepBar
 from cnnlab.train.validate import validate
@@ -224,6 +227,8 @@ class Trainer:
             if self.main:  # a changed --lr or --grad-clip is the run's config from here on
                 self.run.write_config(self.config)
         self.table = EpochTable(self.run if self.main else None, quiet=self.quiet or not self.main)
+        if self.main:  # until summary.json, this says the run is under way (or was, if it crashed)
+            self.run.write_state("training")
         early, self._early_lines = self._early_lines, []
         for key, value in self.overrides.items():
             self.log(f"resumed with {key} = {value} (was {self.replaced[key]}): from here the run differs from an "
@@ -320,9 +325,9 @@ class Trainer:
     # ---- helpers for hooks ----------------------------------------------------------------
 
     def engine_lr(self) -> float:
-        from cnnlab.train.optim import DEFAULT_LR
+        from cnnlab.train.optim import default_lr
 
-        return self.config.lr if self.config.lr is not None else DEFAULT_LR[self.config.optimizer.lower()]
+        return self.config.lr if self.config.lr is not None else default_lr(self.config.optimizer)
 
     def log(self, line: str):
         if getattr(self, "table", None) is None:
@@ -445,6 +450,7 @@ class Trainer:
                   "no checkpoint was written before it, so the run starts again"))
         if self.main:
             self.run.log(f"stopped: {why}")
+            self.run.write_state("stopped", why)
         raise TrainingDiverged(why)
 
     def _end_epoch(self):
@@ -475,6 +481,7 @@ class Trainer:
         why = f"stopped by {self.signals.stop} {where}; continue with: cnnlab train --resume {self.run.path}"
         if self.main:
             self.run.log(why)
+            self.run.write_state("stopped", why)
         raise Interrupted(why)
 
     # ---- phase 3: finish ------------------------------------------------------------------

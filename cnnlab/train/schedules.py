@@ -24,6 +24,14 @@ step, T the total number of steps, E the steps per epoch.
 
 `warmup_epochs` (any schedule) multiplies the factor by a linear ramp (s + 1) / W for the
 first W steps; cosine instead starts its curve after the warmup.
+
+`SCHEDULES` is the one table of schedules, for both engines (the scratch engine steps
+`schedule_factor` itself). Adding a schedule is one registered function of (T, E, its own
+arguments) returning factor(step); `own_warmup=True` hands it `warmup_steps` instead of the ramp:
+
+    @register_schedule("inverse_sqrt")
+    def inverse_sqrt(total_steps, steps_per_epoch, scale_epochs=1):
+        return lambda s: min(1.0, (scale_epochs * steps_per_epoch / (s + 1)) ** 0.5)
 """
 
 from __future__ import annotations
@@ -34,6 +42,22 @@ import torch
 
 from cnnlab.errors import CnnlabError
 
+SCHEDULES = {}  # name -> factor builder
+_OWN_WARMUP = set()  # schedules that take `warmup_steps` themselves instead of the linear ramp
+
+
+def register_schedule(name: str, own_warmup: bool = False):
+    """Decorator: `build(total_steps, steps_per_epoch, **args) -> factor` is the schedule `name`."""
+    def register(build):
+        if name in SCHEDULES:
+            raise ValueError(f"schedule '{name}' is registered twice")
+        SCHEDULES[name] = build
+        if own_warmup:
+            _OWN_WARMUP.add(name)
+        return build
+
+    return register
+
 
 def _warmup(factor, warmup_steps):
     if warmup_steps <= 0:
@@ -41,16 +65,19 @@ def _warmup(factor, warmup_steps):
     return lambda s: factor(s) * min(1.0, (s + 1) / warmup_steps)
 
 
+@register_schedule("none")
 def constant(total_steps, steps_per_epoch):
     return lambda s: 1.0
 
 
+@register_schedule("step")
 def step(total_steps, steps_per_epoch, step_epochs=None, gamma=0.1):
     """Multiply by `gamma` every `step_epochs` epochs (default: a third of the run)."""
     every = max(1, round((step_epochs or max(1, total_steps // steps_per_epoch // 3)) * steps_per_epoch))
     return lambda s: gamma ** (s // every)
 
 
+@register_schedule("multistep")
 def multistep(total_steps, steps_per_epoch, milestones=None, gamma=0.1):
     """Multiply by `gamma` at each milestone epoch (default: at 50% and 75% of the run)."""
     epochs = total_steps / steps_per_epoch
@@ -59,16 +86,19 @@ def multistep(total_steps, steps_per_epoch, milestones=None, gamma=0.1):
     return lambda s: gamma ** sum(s >= a for a in at)
 
 
+@register_schedule("exponential")
 def exponential(total_steps, steps_per_epoch, gamma=0.95):
     """Multiply by `gamma` per epoch, smoothly (every step by gamma ** (1 / E))."""
     return lambda s: gamma ** (s / steps_per_epoch)
 
 
+@register_schedule("linear")
 def linear(total_steps, steps_per_epoch, end_factor=0.0):
     """A straight line from 1 at the first step to `end_factor` after the last one."""
     return lambda s: 1.0 - (1.0 - end_factor) * min(s, total_steps) / max(1, total_steps)
 
 
+@register_schedule("cosine", own_warmup=True)
 def cosine(total_steps, steps_per_epoch, min_factor=0.0, warmup_steps=0):
     """Cosine annealing to `min_factor` at the last step (Loshchilov & Hutter, 2017, without
     restarts), after an optional linear warmup (Goyal et al., 2017)."""
@@ -83,6 +113,7 @@ def cosine(total_steps, steps_per_epoch, min_factor=0.0, warmup_steps=0):
     return factor
 
 
+@register_schedule("cyclic")
 def cyclic(total_steps, steps_per_epoch, mode="triangular", step_size_epochs=2, min_factor=0.1, gamma=0.99994):
     """Cyclical learning rates (Smith, "Cyclical learning rates for training neural networks",
     WACV 2017). `step_size_epochs` is half a cycle (the paper suggests 2-10 epochs)."""
@@ -102,6 +133,7 @@ def cyclic(total_steps, steps_per_epoch, mode="triangular", step_size_epochs=2, 
     return factor
 
 
+@register_schedule("onecycle")
 def onecycle(total_steps, steps_per_epoch, pct_start=0.45, div_factor=10.0, final_div=100.0):
     """The one-cycle policy (Smith & Topin, "Super-convergence", 2018): up, down, then
     annihilation far below the start. Matches torch's OneCycleLR(three_phase=True,
@@ -133,10 +165,8 @@ def _cyclic_mode(mode):
     return build
 
 
-SCHEDULES = {"none": constant, "step": step, "multistep": multistep, "exponential": exponential, "linear": linear,
-             "cosine": cosine, "cyclic": cyclic, "triangular": _cyclic_mode("triangular"),
-             "triangular2": _cyclic_mode("triangular2"), "exp_range": _cyclic_mode("exp_range"),
-             "onecycle": onecycle}
+for _mode in ("triangular", "triangular2", "exp_range"):
+    register_schedule(_mode)(_cyclic_mode(_mode))
 
 
 def schedule_names() -> list[str]:
@@ -149,7 +179,7 @@ def schedule_factor(name: str, total_steps: int, steps_per_epoch: int, **args):
         raise CnnlabError(f"unknown schedule '{name}': choose one of {', '.join(schedule_names())}")
     args = dict(args)
     warmup_steps = round(args.pop("warmup_epochs", 0) * steps_per_epoch)
-    if name == "cosine":  # cosine starts its curve after the warmup instead of under it
+    if name in _OWN_WARMUP:  # e.g. cosine: its curve starts after the warmup instead of under it
         args["warmup_steps"], warmup_steps = warmup_steps, 0
     try:
         factor = SCHEDULES[name](total_steps, steps_per_epoch, **args)

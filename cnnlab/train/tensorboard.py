@@ -26,7 +26,7 @@ import importlib.util
 import warnings
 
 from cnnlab.errors import CnnlabError
-from cnnlab.train.hookbase import Hook
+from cnnlab.train.hooks import Hook
 
 INSTALL_HINT = "pip install 'cnnlab[tensorboard]'"
 

@@ -56,7 +56,7 @@ class TorchEngine:
         self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, momentum=config.momentum,
                                          nesterov=config.nesterov, weight_decay=config.weight_decay,
                                          lr_scale=self.transfer.lr_scale() if self.transfer else None,
-                                         **config.optimizer_args)
+                                         optimizer_args=config.optimizer_args)
         self.schedule = build_schedule(self.optimizer, config.schedule, total_steps=config.epochs * steps_per_epoch,
                                        steps_per_epoch=steps_per_epoch, **config.schedule_args)
         self.eval_module = None  # set by the weight-average hook
@@ -163,7 +163,7 @@ class TorchEngine:
     def check(config):
         """Optimizer and its arguments, checked on a stand-in parameter (no model is built)."""
         build_optimizer(torch.nn.Linear(2, 2), config.optimizer, config.lr, momentum=config.momentum,
-                        nesterov=config.nesterov, weight_decay=config.weight_decay, **config.optimizer_args)
+                        nesterov=config.nesterov, weight_decay=config.weight_decay, optimizer_args=config.optimizer_args)
 
     @classmethod
     def build(cls, config, num_classes, in_shape, steps_per_epoch, device="cpu", world=None) -> "TorchEngine":

@@ -1,9 +1,11 @@
 """One validation of a TrainConfig, for every entry point, before any data is read or file written.
 
-    validate(config, where="--set/--config")     raises CnnlabError naming the key and the fix
+    validate(config)                   raises CnnlabError naming the key and the fix
+    validate(config, new_run=False)    a resumed run, or a study's runs before they start
 
-Checks, in order: types (`TrainConfig.check_types`), ranges (the RANGES table), names (engine,
-dataset, loss, optimizer, schedule, precision, device, augmentation, model or spec), what the
+Types are the TrainConfig's own (cnnlab.config: checked once, as each value enters it). Checks,
+in order: ranges (the RANGES table), names (engine, dataset, loss, optimizer (asking the optimizer
+table whether the engine has it), schedule, precision, device, augmentation, model or spec), what the
 chosen engine supports (its `UNSUPPORTED` table and its own `check`), the transfer-learning
 options' rules (cnnlab.train.transfer.check_transfer), that `out` can take a new run, and for a
 new run the `--pretrained` source, read and matched against the model (check_source). `cnnlab train` (flags, --config, --set), study files and `cnnlab.train.loop.train`
@@ -67,14 +69,16 @@ def check_names(config: TrainConfig):
     from cnnlab.data.augment import parse_augment
     from cnnlab.device import check_device_name
     from cnnlab.data.registry import check_dataset_name
-    from cnnlab.losses import LOSSES
+    from cnnlab.losses import check_loss
     from cnnlab.train.engines import engine_class
+    from cnnlab.train.optim import check_optimizer
     from cnnlab.train.schedules import schedule_factor
 
-    engine_class(config.engine)
+    engine_class(config.engine)  # imports every engine, so each has registered its optimizers
+    check_optimizer(config.optimizer, config.engine)
     check_dataset_name(config.dataset)
-    if config.loss is not None and config.loss not in LOSSES:
-        raise CnnlabError(f"unknown loss '{config.loss}': choose {' or '.join(LOSSES)}")
+    if config.loss is not None:
+        check_loss(config.loss)
     if config.precision not in PRECISIONS:
         raise CnnlabError(f"unknown precision '{config.precision}': choose fp32, bf16 or fp16")
     check_device_name(config.device)
@@ -146,16 +150,14 @@ def check_out(config: TrainConfig):
         raise CnnlabError(f"run directory {out} already exists: resume it with --resume {out}, or choose another --out")
 
 
-def validate(config: TrainConfig, where: str = "config", new_run: bool = True,
-             read_source: bool | None = None) -> TrainConfig:
-    """Check `config` completely; return it (types normalised). `new_run=False` skips the --out check
+def validate(config: TrainConfig, new_run: bool = True, read_source: bool | None = None) -> TrainConfig:
+    """Check `config` completely; return it. `new_run=False` skips the --out check
     and, unless `read_source=True` (a study, before its runs start), reading the --pretrained source
     (a resumed run has the weights in its checkpoints)."""
     from cnnlab.train.transfer import check_source, check_transfer
 
     if not isinstance(config, TrainConfig):
         raise CnnlabError(f"a training config must be a TrainConfig, got {type(config).__name__}")
-    config.check_types(where)
     check_ranges(config)
     check_names(config)
     check_engine_support(config)

@@ -123,7 +123,7 @@ def test_bench_end_to_end(short_run, capsys):
 
 
 def test_bench_rejects_unknown_device(tmp_path, capsys):
-    from cnnlab.workflows.bench import device_unavailable
+    from cnnlab.workflows.measure.bench import device_unavailable
     from cnnlab.errors import CnnlabError
 
     with pytest.raises(CnnlabError, match="unknown device 'tpu'"):

@@ -80,8 +80,8 @@ def fake_mapper(tmp_path, monkeypatch):
     exe.write_text(f"#!/bin/sh\ncp '{stats}' timeloop-mapper.stats.txt\necho run >> '{runs}'\n")
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path / "cache" / "cnnlab" / "timeloop", runs
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "timeloop", runs
 
 
 def _runs(runs):

@@ -22,7 +22,7 @@ def test_scratch_engine_overfits_100_cifar10_images(real_dataset, tmp_path):
     # The scratch-trained weights, loaded into the PyTorch model from the checkpoint, reproduce it:
     # every one of the 100 training images right, and the test accuracy the run reported (to within
     # 2 of 10,000 images: the two engines' float sums differ), above chance (10 %).
-    from cnnlab.workflows.evaluate import evaluate_run
+    from cnnlab.workflows.measure.evaluate import evaluate_run
 
     train_ev = evaluate_run(cfg.out, "train", "last", cfg.data_dir, device="cpu", write=False)
     assert (train_ev["count"], train_ev["accuracy"]) == (100, 1.0)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from cnnlab.workflows.lrfind import lr_range_test, plot_lr_find, suggest_lr
+from cnnlab.workflows.measure.lrfind import lr_range_test, plot_lr_find, suggest_lr
 
 
 def _blobs(n=512, seed=0):

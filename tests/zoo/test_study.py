@@ -235,3 +235,35 @@ def test_mnist_study_end_to_end_then_restart_skips(tmp_path, real_dataset, data_
     assert results["sgd"]["test_acc"][0] > 0.5 and results["adam"]["test_acc"][0] > 0.5  # chance is 0.1
     for name in ("results.md", "results.csv", "train_loss.png", "val_acc.png"):
         assert (tmp_path / "out" / name).exists()
+
+
+def test_the_study_directory_names_its_files_and_reads_its_state(tmp_path):
+    from cnnlab.dirs import StudyDir
+
+    out = tmp_path / "out"
+    sd = StudyDir(out)
+    assert not sd.is_study() and sd.progress() == {} and sd.read_results() == []
+    with pytest.raises(CnnlabError, match="does not exist"):
+        sd.check()
+    study = load_study(_write(tmp_path, GOOD), out=out)
+    assert study.dir.path == out and [r.run_dir for r in study.runs][:2] == [sd.run_dir("sgd", 0), sd.run_dir("sgd", 1)]
+    assert StudyDir.default_for(study.path).path == Path("runs") / "study-study"
+    calls = []
+    inner = fake_trainer(calls)
+
+    def two_then_stop(config, resume=None):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        inner(config, resume)
+        Path(config.out, "config.yaml").write_text("{}\n")
+        Path(config.out, "checkpoints").mkdir()
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, trainer=two_then_stop, log=lambda s: None)
+    assert sd.check() is sd and sd.study_file.read_text() == study.path.read_text()
+    assert [label for label, _ in sd.list_runs()] == ["adam/seed0", "sgd/seed0", "sgd/seed1"]
+    assert sd.progress() == {"adam": {"runs": 1, "finished": 1}, "sgd": {"runs": 2, "finished": 2}}
+    assert sd.read_results() == []
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(CnnlabError, match="not a cnnlab study directory"):
+        StudyDir(tmp_path / "plain").check()

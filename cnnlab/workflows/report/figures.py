@@ -1,11 +1,10 @@
-"""Figures of a run, made from its run directory: what `cnnlab plot` writes and reports embed.
+"""The figures cnnlab draws: matplotlib Figures of a run's curves, filters, confusion matrix and
+mistakes, of several runs' curves, and of a time profile; PNG bytes that are the same for the same figure.
 
-    result = plot_run("runs/x")         # every figure that can be drawn, written to runs/x/plots/
-    result.figures["loss"]              # a matplotlib Figure (shows inline in a notebook)
-    result.files["loss"]                # runs/x/plots/loss.png
-    result.notes                        # figure -> why it could not be drawn, e.g. no conv layer
-
-The figures (cnnlab.dirs.PLOT_FILES names their files):
+    fig = loss_figure(iterations, metrics, "x: loss")     # rows of iterations.csv and metrics.csv
+    fig = filters_figure(model)                           # None when the model has no convolution
+    figs = compare_figures([read_run(a), read_run(b)])    # val_acc, train_loss, val_loss -> Figure
+    save_png(fig, "plots/loss.png")                       # atomic; png_bytes(fig) for the bytes
 
     loss        training loss against iteration (each step, and a moving mean), validation loss at
                 each epoch's end
@@ -13,38 +12,33 @@ The figures (cnnlab.dirs.PLOT_FILES names their files):
     lr          the learning rate against iteration
     filters     the first convolution layer's filters, one tile each, each scaled to its own range
                 (colour for 3-channel input; cnnlab.models.filters)
-    confusion   the confusion matrix of the test split
-    mistakes    the test images the model got wrong with the highest confidence, with true and
-                predicted labels
+    confusion   a confusion matrix
+    mistakes    the images a model got wrong with the highest confidence, with true and predicted labels
 
-The last two evaluate the run's best weights on its test split (the dataset must be at hand);
-both engines' runs load as PyTorch models (a scratch run's checkpoint holds PyTorch weights).
-Figures are drawn with matplotlib's Agg renderer on `Figure` objects (no pyplot state, no
-window) and saved without a date or version stamp, so the same run gives the same PNG bytes.
+Each function takes plain rows and arrays (no run directory) and returns a Figure, or None when
+it has nothing to draw. Figures are drawn with matplotlib's Agg renderer on `Figure` objects (no
+pyplot state, no window) and saved without a date or version stamp, so the same run gives the
+same PNG bytes.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from cnnlab.config import TrainConfig
-from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write
-from cnnlab.dirs import PLOT_FILES, LoadedRun, RunDir, load_run
 
 DPI = 100
 # the filter grid's background: a blue-grey that a grey filter tile can never be
 FILTER_BACKGROUND = "#dfe7ef"
-MISTAKES_SHOWN = 24  # 4 rows of 6
 CURVE_SIZE = (7.0, 4.2)  # inches, at DPI: 700 x 420 pixels
 
 
-def _figure(width, height, **kw):
+def new_figure(width, height, **kw):
+    """A Figure of width x height inches at DPI, not attached to pyplot."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=DPI, **kw)
@@ -65,160 +59,7 @@ def save_png(fig, path) -> Path:
     return path
 
 
-# ---- reading a run --------------------------------------------------------------------------
-
-@dataclass
-class RunFiles:
-    """What a run directory holds, read once; absent files are None / [] and explained in `notes`."""
-
-    dir: RunDir
-    label: str
-    config: TrainConfig | None = None
-    summary: dict | None = None
-    metrics: list = field(default_factory=list)
-    iterations: list = field(default_factory=list)
-    saved_evaluation: dict | None = None  # the test split's evaluation.json (`cnnlab evaluate`)
-    score: dict | None = None
-    bench: list | None = None
-    log: list = field(default_factory=list)
-    notes: dict = field(default_factory=dict)  # topic -> note
-    _loaded: object = field(default=None, repr=False)
-
-    @property
-    def finished(self) -> bool:
-        return self.summary is not None
-
-    @property
-    def status(self) -> str:
-        """'finished', or why not, in a few words."""
-        if self.summary is not None:
-            return "finished"
-        stopped = [line for line in self.log if line.startswith("stopped")]
-        if stopped:
-            return "stopped: " + stopped[-1].split(":", 1)[-1].strip()
-        return "did not finish (no summary.json: it crashed, was killed, or is still training)"
-
-    @property
-    def short_status(self) -> str:
-        """'finished', 'stopped' (it said why in train.log) or 'did not finish'."""
-        if self.summary is not None:
-            return "finished"
-        return "stopped" if any(line.startswith("stopped") for line in self.log) else "did not finish"
-
-    def model(self) -> LoadedRun | None:
-        """The run's best weights as a PyTorch model (`load_run`), or None with a note why not."""
-        if self._loaded is None and not (self.dir.best.exists() or self.dir.last.exists()):
-            self._loaded = False
-            self.notes["model"] = ("no checkpoint was written yet (the run stopped before its first save), so there "
-                                   "is no trained model: no filters and no test evaluation")
-        if self._loaded is None:
-            try:
-                self._loaded = load_run(self.dir.path)
-            except CnnlabError as e:
-                self._loaded = False
-                self.notes["model"] = f"the trained model could not be loaded: {e}"
-        return self._loaded or None
-
-
-def read_run(run_dir, label: str | None = None) -> RunFiles:
-    """Read a run directory's files; a damaged JSON file becomes a note, not an error."""
-    rd = RunDir(run_dir).check()
-    files = RunFiles(rd, label or rd.path.name)
-    try:
-        files.config = TrainConfig.load(rd.config)
-    except CnnlabError as e:
-        files.notes["config"] = str(e)
-    for attr, path in (("summary", rd.summary), ("saved_evaluation", rd.evaluation_files("test")[0]),
-                       ("score", rd.score), ("bench", rd.bench_json)):
-        try:
-            setattr(files, attr, rd.read_json(path))
-        except CnnlabError as e:
-            files.notes[attr] = str(e)
-    try:
-        files.metrics = [m for m in rd.read_metrics() if "epoch" in m]
-        files.iterations = [r for r in rd.read_iterations() if "step" in r]
-    except (ValueError, OSError) as e:
-        files.notes["metrics"] = f"the metrics files could not be read ({e})"
-    files.log = rd.read_log()
-    if not files.metrics and "metrics" not in files.notes:
-        files.notes["metrics"] = ("no epoch has finished yet (metrics.csv is missing or empty), so there are no "
-                                  "accuracy curves")
-    if not files.iterations and not files.metrics:
-        files.notes["iterations"] = "no training step was recorded (iterations.csv is missing or empty)"
-    if files.summary is None and "summary" not in files.notes:
-        files.notes["summary"] = (f"the run {files.short_status} (no summary.json), so it has no final test result; "
-                                  "its figures show what it recorded")
-    return files
-
-
-# ---- the test split: confusion matrix and mistakes ----------------------------------------------
-
-@dataclass
-class Evaluation:
-    accuracy: float
-    loss: float
-    count: int
-    correct: int
-    classes: list
-    confusion: list  # rows: true class, columns: predicted class
-    per_class_accuracy: list
-    source: str  # where the figures come from
-    saved: bool = False  # True: read from the run's evaluation.json, not evaluated now
-    mistakes: dict | None = None  # images, true, pred, confidence, index (most confident first)
-
-    def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("accuracy", "loss", "count", "correct", "classes", "confusion",
-                                           "per_class_accuracy", "source")}
-        if self.mistakes is not None:
-            d["mistakes"] = {k: v for k, v in self.mistakes.items() if k != "images"}
-        return d
-
-
-def evaluate_test(files: RunFiles, data_dir=None, device="cpu", shown: int = MISTAKES_SHOWN) -> Evaluation | None:
-    """Evaluate the run's best weights on its test split; None (and a note) when the model or the
-    data is not at hand, in which case evaluation.json (if any) still gives the confusion matrix."""
-    import torch
-
-    from cnnlab.device import resolve_device
-    from cnnlab.evaluate import evaluate_logits, predict_logits
-
-    run = files.model()
-    test = None
-    if run is not None:
-        try:
-            test = run.split("test", data_dir)
-        except CnnlabError as e:
-            files.notes["test"] = (f"the test split could not be loaded ({e}); pass --data-dir to evaluate the run, "
-                                   "or run `cnnlab evaluate` where its data is")
-    if run is None or test is None or len(test) == 0:
-        if test is not None and len(test) == 0:
-            files.notes["test"] = "the test split is empty: no confusion matrix and no mistakes"
-        ev = files.saved_evaluation
-        if ev and ev.get("confusion"):
-            classes = ev.get("classes") or [str(i) for i in range(len(ev["confusion"]))]
-            return Evaluation(ev["accuracy"], ev["loss"], ev["count"], ev["correct"], classes, ev["confusion"],
-                              ev["per_class_accuracy"], "the run's evaluation.json (written by `cnnlab evaluate`)",
-                              saved=True)
-        return None
-    d = run.data
-    dev = resolve_device(device)
-    logits = predict_logits(run.model.to(dev), test, d["mean"], d["std"], device=dev, tta=run.config.tta)
-    run.model.to("cpu")
-    ev = evaluate_logits(logits, test.y, d["num_classes"], run.loss_name)
-    probs = torch.softmax(logits.double(), 1)
-    conf, pred = probs.max(1)
-    wrong = (pred != test.y).nonzero().flatten().numpy()
-    order = wrong[np.argsort(-conf.numpy()[wrong], kind="stable")][:shown]
-    mistakes = {"index": order.tolist(), "true": test.y[order].tolist(), "pred": pred[order].tolist(),
-                "confidence": conf[order].tolist(), "images": test.x[order].numpy(), "wrong": int(len(wrong))}
-    engine = files.config.engine if files.config else "torch"
-    source = f"evaluated now on the {len(test)} test images ({run.which} weights"
-    source += ", the PyTorch twin of the scratch model)" if engine == "scratch" else ")"
-    return Evaluation(ev["accuracy"], ev["loss"], ev["count"], ev["correct"], list(d["classes"]), ev["confusion"],
-                      ev["per_class_accuracy"], source, mistakes=mistakes)
-
-
-# ---- the figures ----------------------------------------------------------------------------
+# ---- one run ----------------------------------------------------------------------------
 
 def _finite(xs, ys):
     pairs = [(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
@@ -272,7 +113,7 @@ def loss_figure(iterations, metrics, title: str = "loss"):
     only metrics.csv exists); None when neither file has rows."""
     if not iterations and not metrics:
         return None
-    fig = _figure(*CURVE_SIZE, layout="constrained")
+    fig = new_figure(*CURVE_SIZE, layout="constrained")
     ax = fig.add_subplot()
     plotted = []
     if iterations:
@@ -306,7 +147,7 @@ def accuracy_figure(metrics, title: str = "accuracy", best_epoch: int | None = N
     """Training and validation accuracy (%) against epoch; None without metrics rows."""
     if not metrics:
         return None
-    fig = _figure(*CURVE_SIZE, layout="constrained")
+    fig = new_figure(*CURVE_SIZE, layout="constrained")
     ax = fig.add_subplot()
     ex, ta = _finite([m["epoch"] for m in metrics], [m.get("train_acc") for m in metrics])
     vx, va = _finite([m["epoch"] for m in metrics], [m.get("val_acc") for m in metrics])
@@ -336,7 +177,7 @@ def lr_figure(iterations, metrics, title: str = "learning rate"):
         return None
     if not xs:
         return None
-    fig = _figure(*CURVE_SIZE, layout="constrained")
+    fig = new_figure(*CURVE_SIZE, layout="constrained")
     ax = fig.add_subplot()
     ax.plot(xs, ys, color="C2", lw=1.8, label="learning rate")
     _log_if_wide(ax, ys)
@@ -361,7 +202,7 @@ def filters_figure(model, title: str = "first convolution layer's filters"):
     grid_w = cols * tile + (cols - 1) * gap
     width = max(grid_w + 2 * side, 5.5)
     height = rows * tile + (rows - 1) * gap + side + head
-    fig = _figure(width, height, facecolor=FILTER_BACKGROUND)
+    fig = new_figure(width, height, facecolor=FILTER_BACKGROUND)
     x0 = (width - grid_w) / 2
     for i in range(n):
         r, col = divmod(i, cols)
@@ -388,7 +229,7 @@ def confusion_figure(confusion, classes, title: str = "confusion matrix (test sp
     cm = np.asarray(confusion, dtype=np.int64)
     k = len(cm)
     side = min(max(5.0, 0.45 * k + 2.5), 12.0)
-    fig = _figure(side + 1.2, side, layout="constrained")
+    fig = new_figure(side + 1.2, side, layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(cm, cmap="Blues", interpolation="nearest", vmin=0)
     if k <= 20:
@@ -413,7 +254,7 @@ def mistakes_figure(mistakes: dict, classes, title: str = "most confident mistak
     """The wrongly classified test images with the highest confidence, most confident first:
     'true' and 'pred' labels and the predicted class's probability above each."""
     rows, cols = 4, 6
-    fig = _figure(9.0, 7.6, layout="constrained")
+    fig = new_figure(9.0, 7.6, layout="constrained")
     images = mistakes["images"]
     n = min(len(images), rows * cols)
     fig.suptitle(f"{title}: {n} of {mistakes.get('wrong', n)} wrong" if n else f"{title}: none, every image is right")
@@ -438,7 +279,7 @@ def profile_figure(result: dict, title: str | None = None):
     """A per-layer time profile (`cnnlab.scratch.profile.profile_step`'s result) as stacked bars."""
     layers = [r for r in result["layers"]]
     names = [r["layer"] if r["index"] is None else f"{r['index']}: {r['layer']}" for r in layers]
-    fig = _figure(7.0, max(2.5, 0.32 * len(layers) + 1.2), layout="constrained")
+    fig = new_figure(7.0, max(2.5, 0.32 * len(layers) + 1.2), layout="constrained")
     ax = fig.add_subplot()
     y = np.arange(len(layers))[::-1]
     fwd = [r["forward_ms"] for r in layers]
@@ -451,70 +292,6 @@ def profile_figure(result: dict, title: str | None = None):
     return fig
 
 
-# ---- a run's figures ------------------------------------------------------------------------
-
-@dataclass
-class RunPlots:
-    run_dir: Path
-    figures: dict  # name -> matplotlib Figure, in PLOT_FILES order
-    files: dict  # name -> PNG path written (empty when write=False)
-    notes: dict  # name -> why that figure is not there
-    test: Evaluation | None = None  # the evaluation the confusion matrix and mistakes come from
-
-    def to_dict(self) -> dict:
-        return {"run_dir": str(self.run_dir), "files": {k: str(v) for k, v in self.files.items()},
-                "notes": self.notes, "test": self.test.to_dict() if self.test else None}
-
-
-def run_figures(files: RunFiles, data_dir=None, device="cpu", evaluate: bool = True):
-    """(figures, notes, test result) of a run already read."""
-    figs, notes = {}, {}
-    label = files.label
-    best = (files.summary or {}).get("best_epoch")
-    figs["loss"] = loss_figure(files.iterations, files.metrics, f"{label}: training and validation loss")
-    figs["accuracy"] = accuracy_figure(files.metrics, f"{label}: accuracy",
-                                       best if isinstance(best, int) and best > 0 else None)
-    figs["lr"] = lr_figure(files.iterations, files.metrics, f"{label}: learning rate")
-    for name in ("loss", "lr"):
-        if figs[name] is None:
-            notes[name] = files.notes.get("iterations") or files.notes.get("metrics", "nothing recorded")
-    if figs["accuracy"] is None:
-        notes["accuracy"] = files.notes.get("metrics", "no epoch has finished yet")
-    run = files.model()
-    if run is None:
-        notes["filters"] = files.notes.get("model", "no trained model")
-    else:
-        figs["filters"] = filters_figure(run.model, f"{label}: first convolution layer's filters")
-        if figs["filters"] is None:
-            notes["filters"] = (f"the model ({run.config.model}) has no convolution layer, so there are no filters "
-                                "to show")
-    test = evaluate_test(files, data_dir, device) if evaluate else None
-    if test is not None:
-        figs["confusion"] = confusion_figure(test.confusion, test.classes,
-                                             f"{label}: confusion matrix, test split ({test.count} images, "
-                                             f"{100 * test.accuracy:.2f}% right)")
-        if test.mistakes is not None:
-            figs["mistakes"] = mistakes_figure(test.mistakes, test.classes, f"{label}: most confident mistakes")
-        else:
-            notes["mistakes"] = files.notes.get("test") or files.notes.get("model") or "the test images are not at hand"
-    else:
-        why = files.notes.get("test") or files.notes.get("model") or "evaluation was not asked for"
-        notes["confusion"] = notes["mistakes"] = why
-    figs = {k: figs[k] for k in PLOT_FILES if figs.get(k) is not None}
-    return figs, {k: notes[k] for k in PLOT_FILES if k in notes}, test
-
-
-def plot_run(run_dir, data_dir=None, device="cpu", write: bool = True, evaluate: bool = True) -> RunPlots:
-    """Draw every figure a run directory allows and (by default) write them to RUN_DIR/plots/."""
-    files = read_run(run_dir)
-    figs, notes, test = run_figures(files, data_dir, device, evaluate)
-    written = {}
-    if write:
-        for name, fig in figs.items():
-            written[name] = save_png(fig, files.dir.plot_file(name))
-    return RunPlots(files.dir.path, figs, written, notes, test)
-
-
 # ---- several runs on one set of axes --------------------------------------------------------
 
 def _colours(n):
@@ -525,12 +302,13 @@ def _colours(n):
 
 
 def compare_figures(runs) -> dict:
-    """Overlaid curves of several runs: `runs` is a list of RunFiles. Returns name -> Figure for
+    """Overlaid curves of several runs: `runs` is a list of RunFiles (their label, metrics,
+    iterations and summary). Returns name -> Figure for
     'val_acc' (validation accuracy against epoch, test accuracy marked at the last epoch),
     'train_loss' (smoothed training loss against iteration) and 'val_loss' (against epoch)."""
     colours = _colours(len(runs))
     out = {}
-    fig = _figure(8.0, 4.8, layout="constrained")
+    fig = new_figure(8.0, 4.8, layout="constrained")
     ax = fig.add_subplot()
     drawn = False
     for f, col in zip(runs, colours):
@@ -546,7 +324,7 @@ def compare_figures(runs) -> dict:
         _epoch_axis(ax, [m["epoch"] for f in runs for m in f.metrics])
         _finish(ax, "validation accuracy", "epoch", "accuracy (%)")
         out["val_acc"] = fig
-    fig = _figure(8.0, 4.8, layout="constrained")
+    fig = new_figure(8.0, 4.8, layout="constrained")
     ax = fig.add_subplot()
     values = []
     for f, col in zip(runs, colours):
@@ -559,7 +337,7 @@ def compare_figures(runs) -> dict:
         _log_if_wide(ax, values)
         _finish(ax, "training loss (moving mean)", "iteration (training steps)", "loss (mean per image)")
         out["train_loss"] = fig
-    fig = _figure(8.0, 4.8, layout="constrained")
+    fig = new_figure(8.0, 4.8, layout="constrained")
     ax = fig.add_subplot()
     values = []
     for f, col in zip(runs, colours):

@@ -19,7 +19,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import evaluate, evaluate_logits, predict_logits
 from cnnlab.dirs import RunDir, load_run
 from cnnlab.workflows.export import load_for_runtime
-from cnnlab.workflows.runtimes import NATIVE_RUNTIME, file_split, ort_providers, sniff_format
+from cnnlab.workflows.export import NATIVE_RUNTIME, file_split, ort_providers, sniff_format
 
 
 def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", data_dir=None, device="auto",

@@ -1,5 +1,7 @@
 """A PyTorch model as a Keras 3 model: the same layers, the same weights, channels-last.
 
+Over 400 lines: one converter, one method per kind of PyTorch operation, all sharing its graph walk.
+
     kmodel = to_keras(model, input_shape=(1, 28, 28), normalize=None, name="lenet5")
 
 The model is traced with torch.fx into its graph of layers and operations, and each one becomes the
@@ -14,11 +16,13 @@ strided convolution with 0/1 weights, which computes exactly the same values.
 
 Anything else (reshapes, channel splits and shuffles, Python arithmetic on shapes) raises one line,
 "... not supported, because ...". Needs Keras 3 (`pip install cnnlab[keras]`); it runs on the PyTorch
-backend unless KERAS_BACKEND names another.
+backend unless KERAS_BACKEND names another (`import_keras()`: that Keras, or one line saying what is
+missing). Imported inside `cnnlab.workflows.export.keras`'s functions (it imports torch; see `formats`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -27,7 +31,6 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.zoo.blocks import PadShortcut
-from cnnlab.workflows.runtimes import import_keras
 
 SUPPORTED = ("conv, pooling, dense, batch norm, activations, flatten, dropout, add (and concatenation, "
              "multiplication and scaling)")
@@ -36,6 +39,23 @@ _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.SiLU, n
                 nn.GELU, nn.ELU, nn.Hardtanh, nn.Softmax)
 _LEAVES = (nn.Conv2d, nn.BatchNorm2d, nn.BatchNorm1d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
            nn.AdaptiveMaxPool2d, nn.Flatten, nn.Dropout, nn.Dropout2d, nn.Identity, PadShortcut) + _ACTIVATIONS
+
+
+def import_keras():
+    """Keras 3, on its PyTorch backend unless the user chose another with KERAS_BACKEND."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    try:
+        import keras
+    except ImportError:
+        raise CnnlabError("Keras is not installed: `pip install cnnlab[keras]` (Keras 3 on the PyTorch backend; "
+                          "no TensorFlow needed)") from None
+    except Exception as e:  # a backend that is named but not installed, e.g. KERAS_BACKEND=tensorflow  # noqa: BLE001
+        raise CnnlabError(f"Keras could not start on backend '{os.environ.get('KERAS_BACKEND')}' "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:80]}): unset KERAS_BACKEND or set it to "
+                          "torch") from None
+    if not str(getattr(keras, "__version__", "0")).startswith(("3.", "4.")):
+        raise CnnlabError(f"Keras {keras.__version__} is too old: `pip install cnnlab[keras]` (Keras 3)")
+    return keras
 
 
 class Unsupported(CnnlabError):

@@ -6,25 +6,28 @@
     source = read_source("model.safetensors")                        # a safetensors file (timm, `cnnlab export`)
     source = read_source("https://host/resnet18-f37072fd.pth#sha256=f37072fd")   # downloaded, checked, cached
 
-A URL is downloaded once, with a progress bar, into `$CNNLAB_CACHE_DIR/pretrained/` (else
-~/.cache/cnnlab/pretrained/) and reused from there. An expected hash (`#sha256=HEX` on the
-source, or `--pretrained-hash sha256:HEX`; `md5:HEX` too; a prefix of 8 or more hex digits will
-do, as in torchvision's file names) is checked on every read, downloaded or local; a download
-that does not match is never kept. A downloaded file is read as weights only (torch.load with
+A URL is downloaded once, with a progress bar, into pretrained/ in cnnlab's cache
+(cnnlab.envinfo.user_cache_dir: `$CNNLAB_CACHE_DIR`, else ~/.cache/cnnlab) and reused from there.
+An expected hash (`#sha256=HEX` on the source, or `--pretrained-hash sha256:HEX`; `md5:HEX` too;
+a prefix of 8 or more hex digits will do, as in torchvision's file names) is checked on every
+read, downloaded or local; a download that does not match is never kept. A downloaded file is read as weights only (torch.load with
 `weights_only=True`, or safetensors), never unpickled; a local cnnlab checkpoint is read as cnnlab
 reads its own checkpoints.
 
-A state dict is found inside the usual wrappers (`state_dict`, `model`, `model_state`, ...) and
-without the `module.` / `_orig_mod.` prefixes of DistributedDataParallel and torch.compile.
+A state dict is found inside the usual wrappers (`state_dict`, `model`, `model_state`, ...); the
+`module.` / `_orig_mod.` prefixes of DistributedDataParallel and torch.compile are dropped when it
+is matched (cnnlab.weights.layouts).
 Anything unusable (a missing path, a directory that is not a run, a file that is not PyTorch or
 safetensors, a file without tensors, a hash that differs) is one CnnlabError line.
+
+Nothing is kept between reads: each `read_source` reads the file again (the run's validation and
+its start both do; see cnnlab.train.transfer.plan for what that costs).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import re
 import zipfile
@@ -33,7 +36,12 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.errors import CnnlabError
+from cnnlab.checkpoint import load_checkpoint
+from cnnlab.data.download import download
+from cnnlab.data.sources import RemoteFile
+from cnnlab.dirs import RunDir
+from cnnlab.envinfo import user_cache_dir
+from cnnlab.errors import CnnlabError, DataError
 
 _HASH = re.compile(r"^(?:(sha256|md5)[:=])?([0-9a-fA-F]{8,64})$")
 _FRAGMENT = re.compile(r"^(.*)#(sha256|md5)=([0-9a-fA-F]{8,64})$")
@@ -111,24 +119,14 @@ def check_hash(path, expected: tuple | None, what: str):
                           "for (or it was damaged); check the hash, or download it again")
 
 
-def pretrained_cache() -> Path:
-    """Where downloaded weights are kept: $CNNLAB_CACHE_DIR/pretrained, else ~/.cache/cnnlab/pretrained."""
-    if os.environ.get("CNNLAB_CACHE_DIR"):
-        return Path(os.environ["CNNLAB_CACHE_DIR"]) / "pretrained"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnlab" / "pretrained"
-
-
 def cached_path(url: str) -> Path:
+    """Where the download of `url` is kept: cnnlab's cache, pretrained/<hash of the URL>-<file name>."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]) or "weights"
-    return pretrained_cache() / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
+    return user_cache_dir("pretrained") / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
 
 
 def fetch(url: str, expected: tuple | None) -> Path:
     """The cached copy of `url`, downloaded first if need be (progress bar, hash checked, atomic)."""
-    from cnnlab.data.download import download
-    from cnnlab.data.sources import RemoteFile
-    from cnnlab.errors import DataError
-
     dest = cached_path(url)
     if dest.exists():
         try:
@@ -229,8 +227,6 @@ def _read_file(path: Path, where: str, trusted: bool) -> tuple[str, dict, dict]:
             raise CnnlabError(f"{where} holds more than weights (torch.load with weights_only=True refuses it), and "
                               "cnnlab never unpickles a downloaded file: publish a plain state dict or a safetensors "
                               "file (`cnnlab export RUN --format safetensors`)") from None
-        from cnnlab.checkpoint import load_checkpoint
-
         try:
             ckpt = load_checkpoint(path)
         except CnnlabError:
@@ -243,9 +239,6 @@ def _read_file(path: Path, where: str, trusted: bool) -> tuple[str, dict, dict]:
     if isinstance(obj, dict) and obj.get("format") == "cnnlab-checkpoint":
         return "cnnlab checkpoint", _find_state_dict(obj.get("model_state"), where), _cnnlab_meta(obj)
     return "state dict", _find_state_dict(obj, where), {}
-
-
-_MEMO: dict = {}  # one entry: the last source read (validation reads it, then the run loads it)
 
 
 def read_source(spec: str, pretrained_hash: str | None = None) -> Source:
@@ -261,8 +254,6 @@ def read_source(spec: str, pretrained_hash: str | None = None) -> Source:
                               "PyTorch or safetensors state dict, or a URL")
     kind = None
     if path.is_dir():
-        from cnnlab.dirs import RunDir
-
         run = RunDir(path)
         if not run.is_run():
             raise CnnlabError(f"--pretrained {location} is a directory but not a cnnlab run directory (no config.yaml "
@@ -273,10 +264,6 @@ def read_source(spec: str, pretrained_hash: str | None = None) -> Source:
                               "epoch's end) first")
         kind = "cnnlab run"
     path = path.resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns, expected)
-    if key in _MEMO:
-        return _MEMO[key]
     if not url:
         check_hash(path, expected, f"--pretrained {location}")
     where = f"--pretrained {spec}"
@@ -284,12 +271,4 @@ def read_source(spec: str, pretrained_hash: str | None = None) -> Source:
     state = _tensors_only(state)
     if not state:
         raise CnnlabError(f"{where} holds no tensors: give a cnnlab run directory or checkpoint, or a state dict")
-    source = Source(str(spec), path, kind or file_kind, state, file_digest(path), url, meta)
-    _MEMO.clear()
-    _MEMO[key] = source
-    return source
-
-
-def forget():
-    """Drop the remembered source (its tensors) once a run has loaded it."""
-    _MEMO.clear()
+    return Source(str(spec), path, kind or file_kind, state, file_digest(path), url, meta)

@@ -13,6 +13,11 @@ The test stops early once the smoothed loss exceeds `diverge` times its minimum 
 finite). The suggestion is the learning rate where the smoothed loss falls fastest (the most
 negative slope against log lr) before its minimum: a good maximum for one-cycle or cyclical
 schedules, and a sensible constant rate. The model's weights are restored afterwards.
+
+    result = find_lr("resnet20", "cifar10", subset=5000)   # builds the model, runs the test
+    result.suggestion, result.to_dict()                    # the suggested lr; every point, as JSON
+    plot_lr_find(result, "lr_find.png")
+    lr_range_test(model, batches, loss_fn, "adam")         # any model and (x, y) batches
 """
 
 from __future__ import annotations
@@ -149,17 +154,15 @@ def plot_lr_find(result: LRFindResult, path, title: str = "LR range test") -> Pa
 def find_lr(model_name: str, dataset: str, data_dir=None, subset=None, batch_size=128, optimizer="sgd",
             augment="none", seed=0, model_args=None, loss=None, **kw) -> LRFindResult:
     """The range test for a model on a dataset's training split."""
+    from cnnlab.build import build_for
     from cnnlab.data import load_dataset
     from cnnlab.data.loader import BatchLoader
-    from cnnlab.models import create_model
     from cnnlab.losses import make_loss
 
     torch.manual_seed(seed)
     data = load_dataset(dataset, data_dir, seed=seed, subset=subset)
     loader = BatchLoader(data.train, batch_size, data.mean, data.std, shuffle=True, seed=seed, augment=augment)
-    c, h, w = data.shape
-    model = create_model(model_name, num_classes=data.num_classes, in_channels=c, input_size=(h, w),
-                         **(model_args or {}))
+    model = build_for({"model": model_name, "model_args": model_args or {}}, data.shape, data.num_classes)
     loss_fn = make_loss(loss or model.loss_name)
 
     def batches():

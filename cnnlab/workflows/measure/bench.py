@@ -1,5 +1,9 @@
 """Measured figures of a trained run (or an exported model file) per device and runtime.
 
+    rows = bench_run("runs/x", devices=("cpu", "cuda"), runtimes=("torch", "onnxruntime"))
+    rows = bench_run("runs/x/exports/model.onnx", devices=("cpu",))    # a file, on its own runtime
+    latency_per_image(model, x, torch.device("cpu"))                   # seconds per image of any module
+
 Per device and runtime (PyTorch eager `torch`, `torchscript`, `onnxruntime`, `keras`): (optionally)
 the time to train the run's configuration for 5 epochs, test accuracy and loss on that runtime, and
 inference latency per image at batch 1 and at a larger batch. Every runtime is timed the same way:
@@ -31,7 +35,7 @@ from cnnlab.evaluate import evaluate_logits, predict_logits
 from cnnlab.io import atomic_write_text, write_csv
 from cnnlab.dirs import RunDir, load_run
 from cnnlab.workflows.export import export_metadata, load_for_runtime, predictor_for_model, prepare
-from cnnlab.workflows.runtimes import FILE_RUNTIMES, NATIVE_RUNTIME, RUNTIMES, file_split, read_metadata, sniff_format
+from cnnlab.workflows.export import FILE_RUNTIMES, NATIVE_RUNTIME, RUNTIMES, file_split, read_metadata, sniff_format
 
 # new columns go at the end, so files read by position keep their meaning
 COLUMNS = ("device", "status", "best_train_acc", "best_train_loss", "best_val_acc", "best_val_loss",

@@ -1,0 +1,169 @@
+"""A search worker: sample a candidate, cost it, train it with the pruning hook, until the budget is met.
+
+    study = work(search, storage=None, log=print, worker=0)   # until the study holds search.trials finished
+
+One trial: the space gives a model spec and training overrides; with the base they make the
+trial's full TrainConfig, and the network that config trains (`cnnlab.build.build_for`: its
+resize / input_channels adapter and model_args included) is costed by `cnnlab.cost` first. A
+candidate over a constraint, or whose spec does not fit the image, is recorded as infeasible (a
+pruned trial with the reason) without training. The rest train with `cnnlab.train.loop.train`
+into SEARCH_DIR/trials/NNNN/, reporting each epoch to Optuna's pruner through `PruneReport`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from cnnlab.config import TrainConfig
+from cnnlab.errors import SpecError
+from cnnlab.train.hooks import Hook
+from cnnlab.workflows.search.objectives import needs_latency, objective_values
+from cnnlab.workflows.search.optuna_adapter import (fail_dead, finished, load_optuna, mark_started, open_storage,
+                                                    open_study, running)
+from cnnlab.workflows.search.space import Search, sample
+
+COST_FIGURES = ("cycles", "energy_mj", "macs", "params", "peak_activation")
+
+
+def candidate_cost(config, shape, classes: int) -> dict:
+    """The cost model's figures of the network `config` trains on images of `shape` (SpecError if
+    its spec does not fit), built on the meta device: shapes only, no weights."""
+    from cnnlab.build import build_for
+    from cnnlab.cost.report import analyze
+
+    rep = analyze(build_for(config, tuple(shape), classes, device="meta"), tuple(shape))
+    t = rep.totals
+    return {"cycles": int(t["cycles"]), "energy_mj": float(t["energy_mj"]), "macs": int(t["macs"]),
+            "params": int(t["params"]), "peak_activation": int(rep.peak_activation)}
+
+
+def measure_latency_ms(config, shape, classes: int, repeats: int = 20) -> float:
+    """Batch-1 CPU latency in ms (median of `repeats`) of the network `config` trains, measured as
+    `cnnlab bench` measures it."""
+    import torch
+
+    from cnnlab.build import build_for
+    from cnnlab.workflows.measure import latency_per_image
+
+    net = build_for(config, tuple(shape), classes, device="cpu")
+    return 1000 * latency_per_image(net, torch.randn(1, *shape), torch.device("cpu"), repeats=repeats, warmup=2)
+
+
+def dataset_input(base: dict) -> tuple[tuple, int]:
+    """((C, H, W), classes) of the base config's dataset: from its name, or, for an image folder
+    (only its files can tell), by loading it."""
+    from cnnlab.data.registry import dataset_input as known_input
+
+    config = TrainConfig.from_dict({**base, "out": None})
+    known = known_input(config.dataset)
+    if known is not None:
+        return tuple(known[0]), int(known[1])
+    from cnnlab.data import load_dataset
+
+    data = load_dataset(config.dataset, config.data_dir, config.val_size, config.seed, config.subset)
+    return tuple(data.shape), data.num_classes
+
+
+def constraint_failures(search: Search, cost: dict) -> list[str]:
+    why = []
+    if cost["peak_activation"] >= search.max_activation:
+        why.append(f"peak activation {cost['peak_activation']:,} B >= {search.max_activation:,} B")
+    if search.max_params is not None and cost["params"] > search.max_params:
+        why.append(f"{cost['params']:,} parameters > {search.max_params:,}")
+    return why
+
+
+class PruneReport(Hook):
+    """A trainer hook: after each epoch, the objective as it stands (from that epoch's validation
+    error and the candidate's costs) goes to Optuna's pruner, which may stop the trial (the run
+    ends after that epoch, its directory complete). Multi-objective studies are not pruned
+    (Optuna's pruners take one value)."""
+
+    def __init__(self, trial, search: Search, cost: dict):
+        self.trial, self.search, self.cost, self.pruned = trial, search, cost, False
+        self.enabled = search.prune and len(search.objectives) == 1
+
+    def on_epoch_end(self, t, row):
+        if not self.enabled:
+            return
+        value = objective_values(self.search.objectives, {**self.cost, "error": 100 * (1 - row["val_acc"]),
+                                                          "latency_ms": 0.0})[0]
+        self.trial.report(value, int(row["epoch"]))
+        if self.trial.should_prune():
+            self.pruned = True
+            t.stop(f"pruned by the search after epoch {int(row['epoch'])} (objective {value:.4g})")
+
+
+def run_trial(search: Search, study, rdb, trial, shape, classes: int):
+    """One trial's objective value(s); raises optuna.TrialPruned for infeasible, diverged or pruned ones."""
+    optuna = load_optuna()
+    from cnnlab.train.loop import TrainingDiverged, train
+
+    mark_started(study, rdb, trial)
+    model, overrides = sample(search, trial)
+    trial.set_user_attr("model", model)
+    trial.set_user_attr("worker", os.getpid())
+    run_dir = search.dir.trial_dir(trial.number)
+    config = TrainConfig.from_dict({**search.base, **overrides, "model": model, "out": str(run_dir)},
+                                   where=f"trial {trial.number}")
+    try:
+        cost = candidate_cost(config, shape, classes)
+    except SpecError as e:
+        trial.set_user_attr("infeasible", f"spec does not fit: {e}")
+        raise optuna.TrialPruned() from None
+    for k, v in cost.items():
+        trial.set_user_attr(k, v)
+    why = constraint_failures(search, cost)
+    if why:
+        trial.set_user_attr("infeasible", "; ".join(why))
+        raise optuna.TrialPruned()
+    if run_dir.exists():  # a stale directory of a trial number reused after a crash: start clean
+        shutil.rmtree(run_dir)
+    report = PruneReport(trial, search, cost)
+    try:
+        summary = train(config, quiet=True, hooks=[report])
+    except TrainingDiverged as e:  # these settings do not train: an outcome, not an error of the search
+        trial.set_user_attr("diverged", str(e).split(":")[0])
+        raise optuna.TrialPruned() from None
+    trial.set_user_attr("run_dir", str(run_dir))
+    trial.set_user_attr("val_acc", summary["best_val_acc"])
+    trial.set_user_attr("train_seconds", summary["train_seconds"])
+    if report.pruned:
+        raise optuna.TrialPruned()
+    figures = {**cost, "error": 100 * (1 - summary["best_val_acc"])}
+    if needs_latency(search.objectives):
+        figures["latency_ms"] = measure_latency_ms(config, shape, classes)
+        trial.set_user_attr("latency_ms", figures["latency_ms"])
+    trial.set_user_attr("error", figures["error"])
+    values = objective_values(search.objectives, figures)
+    return values[0] if len(values) == 1 else values
+
+
+def work(search: Search, storage: str | None = None, log=print, worker: int = 0):
+    """Run trials until the study holds `search.trials` finished ones (shared with other workers;
+    `worker` numbers this one among them). Returns the Optuna study."""
+    search.out.mkdir(parents=True, exist_ok=True)
+    rdb = open_storage(search, storage)
+    study = open_study(search, rdb, worker)
+    shape, classes = dataset_input(search.base)
+
+    def objective(trial):
+        return run_trial(search, study, rdb, trial, shape, classes)
+
+    def said(study, trial):
+        a = trial.user_attrs
+        note = a.get("infeasible") or a.get("diverged") or (f"values {trial.values}" if trial.values else
+                                                             trial.state.name.lower())
+        log(f"trial {trial.number} {trial.state.name.lower()}: {a.get('model')}: {note}")
+
+    # One trial at a time, until the study holds enough finished ones; while the other workers run
+    # the last trials, this one waits (a trial of a killed worker comes back after stale_after s).
+    while finished(study) < search.trials:
+        fail_dead(study, search.stale_after)
+        if finished(study) + running(study) >= search.trials:
+            time.sleep(1.0)
+            continue
+        study.optimize(objective, n_trials=1, catch=(), callbacks=[said])
+    return study
