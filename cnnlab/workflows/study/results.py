@@ -32,19 +32,18 @@ def mean_std(values) -> tuple[float, float]:
 
 
 def _cost(config: TrainConfig):
+    from cnnlab.build import build_for
     from cnnlab.data.registry import dataset_input
-    from cnnlab.models.adapt import model_input_shape
-    from cnnlab.models.summary import model_summary
+    from cnnlab.models.summary import count_macs, count_params
 
     where = dataset_input(config.dataset)
     if where is None:
         return None, None
-    try:  # what the layers see: after --resize / --input-channels
-        shape = model_input_shape(where[0], config.resize, config.input_channels)
-        s = model_summary(config.model, shape, where[1], **config.model_args)
+    try:  # the network as it trains: --resize / --input-channels run inside it
+        model = build_for(config, where[0], where[1])
+        return count_params(model), count_macs(model, tuple(where[0]))
     except Exception:  # a model that needs the real data to build: leave the cost cells empty
         return None, None
-    return s["params"], s["macs"]
 
 
 def collect(study: Study) -> dict:
