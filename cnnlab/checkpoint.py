@@ -56,11 +56,47 @@ def load_checkpoint(path) -> dict:
     return ckpt
 
 
-def build_model_from_checkpoint(ckpt: dict):
+def _shape(t) -> str:
+    return "x".join(str(v) for v in t.shape) or "a scalar"
+
+
+def _few(keys, n=3) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def check_weights_fit(ckpt: dict, model, path=None):
+    """A one-line CnnlabError unless the checkpoint's weights fit `model` (the network its config
+    builds) key for key and shape for shape; raised before any weight is copied. Every load of a
+    checkpoint's weights into a model (`build_model_from_checkpoint`, the trainer's resume) checks here."""
+    state, want = ckpt["model_state"], model.state_dict()
+    problems = []
+    shapes = [k for k in want if k in state and hasattr(state[k], "shape") and hasattr(want[k], "shape")
+              and tuple(state[k].shape) != tuple(want[k].shape)]
+    if shapes:
+        k = shapes[0]
+        more = f" (and {len(shapes) - 1} more tensors)" if len(shapes) > 1 else ""
+        problems.append(f"{k} is {_shape(state[k])} in the checkpoint but {_shape(want[k])} in the model{more}")
+    missing, unexpected = set(want) - set(state), set(state) - set(want)
+    if missing:
+        problems.append(f"the checkpoint lacks {_few(missing)}")
+    if unexpected:
+        problems.append(f"the model has no {_few(unexpected)}")
+    if problems:
+        config = ckpt.get("config") or {}
+        raise CnnlabError(f"checkpoint {path or '(in memory)'} does not fit the model its config builds "
+                          f"({config.get('model')} on {config.get('dataset')}): {'; '.join(problems)}. Its weights "
+                          "come from another model: put back the checkpoint the run wrote, or train the run again")
+
+
+def build_model_from_checkpoint(ckpt: dict, path=None):
+    """The checkpoint's network, built from its config and data shape, with its weights, in eval mode;
+    weights that do not fit are a one-line error naming `path`."""
     from cnnlab.build import build_for
 
     # a run trained with --resize / --input-channels adapts the dataset's images inside the model
     data = ckpt["data"]
     model = build_for(ckpt["config"], data["shape"], data["num_classes"])
+    check_weights_fit(ckpt, model, path)
     model.load_state_dict(ckpt["model_state"])
     return model.eval()

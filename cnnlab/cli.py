@@ -14,7 +14,9 @@ import os
 import sys
 
 from cnnlab import __version__
+from cnnlab.commands.common import advise_on_write
 from cnnlab.errors import CnnlabError
+from cnnlab.io import WriteError
 
 NO_SPACE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
             errno.EFBIG: "the file size limit is reached"}
@@ -63,8 +65,12 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except CnnlabError as e:
-        if e.exit_code == 2 and os.environ.get("RANK", "0") not in ("", "0"):
-            return e.exit_code  # every process of a distributed run sees the same input error: rank 0 says it
+        if e.exit_code in (2, 3, 130) and os.environ.get("RANK", "0") not in ("", "0"):
+            return e.exit_code  # every process of a distributed run sees the same input error, NaN or stop: rank 0 says it
+        if getattr(e, "quiet", False):
+            return e.exit_code  # a process that lost another under `cnnlab train --nproc`: the launcher says which died
+        if isinstance(e, WriteError):
+            advise_on_write(e, args)
         # an interruption is not an error: it says where the run stopped and how to go on
         print(f"cnnlab: {e}" if e.exit_code == 130 else f"cnnlab: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -77,20 +83,24 @@ def main(argv=None) -> int:
                   "and run again (files already written are intact; a training run continues with --resume)",
                   file=sys.stderr)
             return 2
-        print(f"cnnlab: error: {_os_problem(e)}", file=sys.stderr)
+        print(f"cnnlab: error: {_os_problem(e, hasattr(args, 'out'))}", file=sys.stderr)
         return 2
 
 
-def _os_problem(e: OSError) -> str:
-    """One line for a file-system error: which file, what went wrong, what to do."""
+def _os_problem(e: OSError, has_out: bool = False) -> str:
+    """One line for a file-system error: which file, what went wrong, what to do (where the command
+    has --out, that it can write elsewhere)."""
+    elsewhere = " (e.g. with --out)" if has_out else ""
     name = e.filename or "a file"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         why = "read-only file system" if e.errno == errno.EROFS else "permission denied"
-        return f"could not write {name}: {why}; choose a folder you can write to (e.g. with --out)"
+        return f"could not write {name}: {why}; choose a folder you can write to{elsewhere}"
     if e.errno == errno.EISDIR:
         return f"{name} is a directory: give a file name"
     if e.errno == errno.ENOTDIR:
         return f"could not use {name}: a part of that path is a file, not a folder"
+    if e.errno == errno.EEXIST and os.path.isfile(name):  # a folder was to be made where a file is
+        return f"could not use {name} as a folder: it is a file; choose another path{elsewhere}"
     if e.errno == errno.ENOENT:
         return f"{name} does not exist"
     return f"could not use {name}: {e.strerror or e}"

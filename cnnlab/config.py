@@ -130,6 +130,9 @@ class TrainConfig:
     @classmethod
     def load(cls, path) -> "TrainConfig":
         d = load_yaml_mapping(path, "config file")
+        if not d:  # an empty or truncated file would otherwise train the defaults, unnoticed
+            raise CnnlabError(f"config file {path} is empty: give the keys that differ from the defaults, "
+                              "or leave --config out")
         return cls.from_dict(d, where=str(path))
 
     def update(self, values: dict, where: str = "config") -> "TrainConfig":

@@ -1,12 +1,71 @@
-"""Evaluating a model on a split: accuracy, loss, per-class accuracy, confusion matrix."""
+"""Evaluating a model on a split: accuracy, loss, per-class accuracy, confusion matrix.
+
+    test = labels_for_model(ds.test, ds.classes, model_classes, ds.name)   # labels as the model's indices
+    result = evaluate(model, test, mean, std, len(model_classes))
+
+A trained model meets a dataset through `labels_for_model` only (a run's `LoadedRun.split`, an
+exported file's `file_split`): the model's recorded class names decide what each label means, so a
+dataset whose classes come in another order, or only some of them, is scored right, and one with
+classes the model does not know is refused. The model is always fed with the mean/std it trained with
+(the run's checkpoint or the file's metadata), never the evaluated dataset's own statistics.
+"""
 
 from __future__ import annotations
+
+import re
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
 
+from cnnlab.data.datasets import Split
 from cnnlab.data.loader import BatchLoader
+from cnnlab.errors import DataError, warn
 from cnnlab.losses import make_loss
+
+
+def _key(name) -> str:
+    """A class name with case, spaces and punctuation ignored: an image folder cannot be named
+    Fashion-MNIST's `T-shirt/top`, so `T-shirt_top` or `t-shirt top` stand for it."""
+    return re.sub(r"[\W_]+", "", str(name).casefold())
+
+
+def _names(names, shown: int = 6) -> str:
+    names = [str(n) for n in names]
+    more = ", ..." if len(names) > shown else ""
+    return "[" + ", ".join(names[:shown]) + more + "]"
+
+
+def labels_for_model(split: Split, data_classes, model_classes, dataset: str) -> Split:
+    """`split` (of a dataset whose classes are `data_classes`) with its labels as indices of
+    `model_classes`, the classes the model scores, in its order.
+
+    Each dataset class is matched to the model's class of the same name (exactly, else with case,
+    spaces and punctuation ignored). The same names in the same order give the split unchanged;
+    another order, or a subset of the model's classes, gives the labels remapped by name and one
+    warning line. A class the model does not know is a DataError naming both class lists."""
+    data_classes, model_classes = [str(c) for c in data_classes], [str(c) for c in model_classes]
+    if data_classes == model_classes:
+        return split
+    exact = {c: i for i, c in enumerate(model_classes)}
+    counts = Counter(_key(c) for c in model_classes)
+    loose = {_key(c): i for i, c in enumerate(model_classes) if counts[_key(c)] == 1}
+    index = [exact.get(c, loose.get(_key(c))) for c in data_classes]
+    unknown = [c for c, i in zip(data_classes, index) if i is None]
+    twice = [c for c, i in zip(data_classes, index) if i is not None and index.count(i) > 1]
+    if unknown or twice:
+        why = (f"{_names(unknown)} {'is' if len(unknown) == 1 else 'are'} not among the model's classes" if unknown
+               else f"{_names(twice)} name the same class of the model")
+        raise DataError(f"{dataset} does not have the model's classes ({why}): the model scores "
+                        f"{len(model_classes)} classes {_names(model_classes)}, {dataset} has {len(data_classes)} "
+                        f"{_names(data_classes)}; give a dataset whose classes are named as the model's (an image "
+                        "folder: one folder per class)")
+    if index == list(range(len(model_classes))):
+        return split  # the same classes, spelled differently
+    how = (f"holds {len(data_classes)} of the model's {len(model_classes)} classes" if len(data_classes) < len(model_classes)
+           else "orders its classes differently from the model")
+    warn(f"{dataset} {how}: its labels are matched to the model's classes by name")
+    return Split(split.x, torch.tensor(index, dtype=torch.int64)[split.y])
 
 
 def flip_tta(fn, x):

@@ -22,8 +22,8 @@ CASES = {
                ["cnnlab", "train", "--model", "resnet20", "--dataset", "cifar10", "--epochs", "30", "--out",
                 "runs/r20 final"]),
     "3x2cpu": (["--nodes", "3", "--procs-per-node", "2"],
-               ["cnnlab", "train", "--model", "lenet5", "--dataset", "mnist", "--set",
-                "optimizer_args={betas: [0.9, 0.99]}"]),
+               ["cnnlab", "train", "--model", "lenet5", "--dataset", "mnist", "--batch-size", "132", "--set",
+                "optimizer_args={betas: [0.9, 0.99]}"]),  # 132: a global batch that 6 processes split
 }
 
 
@@ -95,6 +95,26 @@ def test_bad_requests_are_one_line(tmp_path, monkeypatch, capsys, args, message)
     assert main(["cluster", "slurm", *args]) == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.glob("*.sh"))
+
+
+@pytest.mark.parametrize("opts, train, message", [
+    ([], ["--bogus"], "in the training command after --: unrecognized arguments: --bogus"),
+    ([], ["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
+    ([], ["--model", "nosuch"], "unknown model 'nosuch'"),
+    ([], ["--lr", "-1"], "--lr must be a positive finite number"),
+    ([], ["--resume", "runs/none"], "run directory runs/none does not exist"),
+    ([], ["--resume", "runs/x", "--epochs", "3"], "--resume continues a run with its own config"),
+    (["--nodes", "3", "--procs-per-node", "2"], ["--batch-size", "64"], "--batch-size 64 does not split evenly over 6 processes"),
+    ([], ["--device", "cuda"], "the training command asks for --device cuda, but the job asks for no GPUs"),
+])
+def test_the_training_command_is_checked_before_the_script_is_written(tmp_path, monkeypatch, capsys, opts, train,
+                                                                     message):
+    """As `cnnlab train` checks it before reading data: its parser, its validation, and the job's processes."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["cluster", "slurm", "--nodes", "2", *opts, "--", "cnnlab", "train", *train]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cnnlab: error: ") and message in err and len(err.strip().splitlines()) == 1, err
+    assert not list(tmp_path.iterdir())  # no script, no log folder
 
 
 def test_a_stray_double_dash_elsewhere_is_refused(capsys):

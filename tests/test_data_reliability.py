@@ -272,6 +272,21 @@ def test_cache_rebuild_that_fails_leaves_no_half_written_entry(tmp_path, monkeyp
     assert {p.name: p.read_bytes() for p in entry.iterdir()} == damaged and leftovers() == []
 
 
+def test_cache_entries_honour_the_umask(tmp_path):
+    import os
+    import stat
+
+    make_mnist(tmp_path)
+    old = os.umask(0o002)  # a group sharing the cache; tempfile.mkdtemp would make the entry 0700
+    try:
+        load_dataset("mnist", tmp_path, val_size=10)
+    finally:
+        os.umask(old)
+    entry = cache_entry()
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o775
+    assert {stat.S_IMODE(p.stat().st_mode) for p in entry.iterdir()} == {0o664}
+
+
 # ---------------------------------------------------------------- image folders
 
 def save_image(path, array, fmt=None):

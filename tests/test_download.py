@@ -3,6 +3,8 @@
 import functools
 import hashlib
 import http.server
+import os
+import stat
 import threading
 
 import pytest
@@ -58,3 +60,30 @@ def test_unreachable_address_says_where_to_put_the_file(tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     with pytest.raises(DataError, match="could not download .* put the official file at"):
         load_dataset("mnist", tmp_path / "data")
+
+
+def test_a_failed_download_leaves_no_new_folder(tmp_path, monkeypatch):
+    monkeypatch.setitem(datasets.SOURCES, "mnist", (RemoteFile(IDX_FILES[0], "http://127.0.0.1:9/x.gz", "0" * 32),))
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DataError, match="could not download"):
+        load_dataset("mnist", tmp_path / "data")
+    assert list((tmp_path / "data").iterdir()) == []  # no empty mnist/
+    # the default data directory (under cnnlab's cache) is not left behind either
+    monkeypatch.delenv("CNNLAB_DATA_DIR")
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="could not download"):
+        load_dataset("mnist")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_downloaded_files_honour_the_umask(server, tmp_path, monkeypatch):
+    folder, url = server
+    monkeypatch.setitem(datasets.SOURCES, "mnist", _sources(folder, url))
+    (tmp_path / "data").mkdir()
+    old = os.umask(0o002)  # a group sharing the data directory; mkstemp would make the files 0600
+    try:
+        load_dataset("mnist", tmp_path / "data", val_size=10)
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE((tmp_path / "data" / "mnist" / n).stat().st_mode) for n in IDX_FILES} == {0o664}
+    assert stat.S_IMODE((tmp_path / "data" / "mnist").stat().st_mode) == 0o775

@@ -25,6 +25,7 @@ from cnnlab.train.loop import train
 from cnnlab.workflows.export import (
     FORMATS, META_FILE, OnnxPredictor, compare, model_metadata, onnx_bytes, predictor_from_bytes, prepare,
     read_metadata, safetensors_bytes, torchscript_bytes)
+from cnnlab.workflows.measure.bench import COLUMNS
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # as cnnlab itself does, before anything imports keras
 
@@ -307,8 +308,6 @@ def test_onnx_dynamo_exporter(runs, tmp_path, capsys):
 
 
 def test_bench_runtimes_side_by_side(runs, exported, tmp_path, capsys):
-    from cnnlab.workflows.measure.bench import COLUMNS
-
     run = runs["torch"]
     rows = cli_json(capsys, "bench", run, "--devices", "cpu,cuda", "--runtimes", "torch,torchscript,onnxruntime",
                     "--batch-size", "16", "--rounds", "2", "--threads", "1")
@@ -341,6 +340,47 @@ def test_bench_runtimes_side_by_side(runs, exported, tmp_path, capsys):
     one_line_error(code, err, "runs on onnxruntime only")
     code, _, err = cli(capsys, "bench", run, "--devices", "cpu", "--runtimes", "tensorrt")
     one_line_error(code, err, "unknown runtime 'tensorrt'")
+
+
+def test_bench_results_merge_and_are_never_lost(runs, tmp_path, capsys):
+    """Each bench adds its (device, runtime) rows to the run's bench files: another runtime merges, a device
+    this machine lacks is an error that writes nothing, and an unavailable device never replaces figures
+    measured earlier (they stay, with a note)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["torch"], run, ignore=shutil.ignore_patterns("bench.*"))
+    rd = RunDir(run)
+    fast = ("--batch-size", "4", "--rounds", "1", "--threads", "1")
+    (first,) = cli_json(capsys, "bench", run, "--devices", "cpu", "--runtimes", "torch", *fast)
+    assert first["status"] == "ok" and first["measured_at"]
+    saved = rd.bench_json.read_bytes(), rd.bench_csv.read_bytes()
+    missing = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+    code, _, err = cli(capsys, "bench", run, "--devices", missing, *fast)
+    one_line_error(code, err, f"{missing} is not available on this machine", "--devices cpu")
+    assert (rd.bench_json.read_bytes(), rd.bench_csv.read_bytes()) == saved  # nothing written
+    cli_json(capsys, "bench", run, "--devices", "cpu", "--runtimes", "torchscript", *fast)
+    rows = rd.read_bench()
+    assert [(r["device"], r["runtime"]) for r in rows] == [("cpu", "torch"), ("cpu", "torchscript")]
+    assert rows[0] == first
+    assert len(rd.bench_csv.read_text().splitlines()) == 3
+    # a measured row on the missing device (from a machine that had it) and a timed training: both are kept
+    # when this machine cannot run the device and a bench without --train measures the CPU again
+    gpu_row = {**first, "device": missing, "threads": None}
+    rd.write_bench([{**rows[0], "train_seconds_5_epochs": 12.5}, rows[1], gpu_row], COLUMNS)
+    code, out, err = cli(capsys, "bench", run, "--devices", f"cpu,{missing}", "--runtimes", "torch", *fast)
+    assert code == 0, err
+    assert f"{missing} (torch): unavailable" in out and "kept" in out
+    rows = rd.read_bench()
+    assert [(r["device"], r["runtime"], r["status"]) for r in rows] == [
+        ("cpu", "torch", "ok"), ("cpu", "torchscript", "ok"), (missing, "torch", "ok")]
+    assert rows[0]["measured_at"] >= first["measured_at"] and rows[0]["train_seconds_5_epochs"] == 12.5
+    assert {k: v for k, v in rows[2].items() if k != "notes"} == {k: v for k, v in gpu_row.items() if k != "notes"}
+    assert "unavailable" in rows[2]["notes"] and rows[0]["notes"] is None
+    # --devices auto: the devices this machine has, nothing to report as missing
+    auto = cli_json(capsys, "bench", run, "--devices", "auto", "--runtimes", "torch", *fast)
+    assert [r["device"] for r in auto] == ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    assert all(r["status"] == "ok" for r in auto)
 
 
 # ---- the registry of formats ------------------------------------------------------------------
@@ -425,30 +465,31 @@ def _flip_middle(data: bytes) -> bytes:
 
 def _rewrite_meta(fmt, data: bytes, tmp_path, **changes) -> bytes:
     """The same file with its cnnlab metadata changed (weights and their checksum untouched)."""
+    return _edit_meta(fmt, data, tmp_path, lambda meta: json.dumps({**meta, **changes}))
+
+
+def _edit_meta(fmt, data: bytes, tmp_path, edit) -> bytes:
+    """The same file with its cnnlab metadata replaced by edit(the metadata as a dict): text, or bytes (stored
+    as they are by TorchScript and .keras files; safetensors and ONNX hold text only)."""
     if fmt == "safetensors":
         from safetensors.torch import load, save
 
         n = int.from_bytes(data[:8], "little")
         meta = json.loads(json.loads(data[8:8 + n])["__metadata__"]["cnnlab"])
-        meta.update(changes)
-        return save(load(data), metadata={"cnnlab": json.dumps(meta)})
+        return save(load(data), metadata={"cnnlab": edit(meta)})
     if fmt == "onnx":
         import onnx
 
         proto = onnx.load_from_string(data)
-        meta = json.loads(proto.metadata_props[0].value)
-        meta.update(changes)
-        proto.metadata_props[0].value = json.dumps(meta)
+        proto.metadata_props[0].value = edit(json.loads(proto.metadata_props[0].value))
         return proto.SerializeToString()
     if fmt == "torchscript":
         import io
 
         extra = {META_FILE: ""}
         module = torch.jit.load(io.BytesIO(data), _extra_files=extra)
-        meta = json.loads(extra[META_FILE])
-        meta.update(changes)
         buf = io.BytesIO()
-        torch.jit.save(module, buf, _extra_files={META_FILE: json.dumps(meta)})
+        torch.jit.save(module, buf, _extra_files={META_FILE: edit(json.loads(extra[META_FILE]))})
         return buf.getvalue()
     src, dst = tmp_path / "src.keras", tmp_path / "dst.keras"
     src.write_bytes(data)
@@ -456,9 +497,8 @@ def _rewrite_meta(fmt, data: bytes, tmp_path, **changes) -> bytes:
         for item in zin.infolist():
             body = zin.read(item.filename)
             if item.filename == META_FILE:
-                meta = json.loads(body)
-                meta.update(changes)
-                body = json.dumps(meta).encode()
+                body = edit(json.loads(body))
+                body = body.encode() if isinstance(body, str) else body
             zout.writestr(item, body)
     return dst.read_bytes()
 
@@ -490,6 +530,98 @@ def test_damaged_or_mismatched_files_are_refused(fmt, exported, tmp_path, capsys
         assert not out.exists(), what
     code, _, err = cli(capsys, "bench", path, "--devices", "cpu")
     one_line_error(code, err)
+
+
+_DROP = object()
+
+
+def _with(field, value):
+    """An edit for _edit_meta: the metadata with `field` (dotted, e.g. input.shape) set to value, or removed (_DROP)."""
+    def edit(meta):
+        *parents, last = field.split(".")
+        where = meta
+        for key in parents:
+            where = where[key]
+        if value is _DROP:
+            del where[last]
+        else:
+            where[last] = value
+        return json.dumps(meta)
+    return edit
+
+
+MALFORMED_META = {  # what is wrong -> (the edit, what the error line names)
+    "not JSON": (lambda meta: json.dumps(meta)[:-7], "not UTF-8 JSON"),
+    "not UTF-8": (lambda meta: b"\xff\xfe" + json.dumps(meta).encode(), "not UTF-8 JSON"),
+    "a JSON list": (lambda meta: json.dumps([meta]), "not a JSON object"),
+    "a JSON string": (lambda meta: json.dumps("cnnlab"), "not a JSON object"),
+    "no input": (_with("input", _DROP), "'input'"),
+    "no classes": (_with("classes", _DROP), "'classes'"),
+    "no mean": (_with("mean", _DROP), "'mean'"),
+    "input a list": (_with("input", [3, 16, 16]), "'input'"),
+    "input shape a string": (_with("input.shape", "3x16x16"), "'input.shape'"),
+    "input shape of two numbers": (_with("input.shape", [16, 16]), "'input.shape'"),
+    "input shape of floats": (_with("input.shape", [3.5, 16, 16]), "'input.shape'"),
+    "normalization_baked a string": (_with("input.normalization_baked", "no"), "'input.normalization_baked'"),
+    "adapter a string": (_with("input.adapter", "resize"), "'input.adapter'"),
+    "classes a number": (_with("classes", 4), "'classes'"),
+    "num_classes a string": (_with("num_classes", "four"), "'num_classes'"),
+    "num_classes not the classes": (_with("num_classes", 5), "'num_classes'"),
+    "mean of strings": (_with("mean", ["a", "b", "c"]), "'mean'"),
+    "std of zeros": (_with("std", [0, 0, 0]), "'std'"),
+    "version a string": (_with("version", "1"), "'version'"),
+    "model_args a list": (_with("model_args", [1]), "'model_args'"),
+    "loss a number": (_with("loss", 3), "'loss'"),
+    "tta a string": (_with("tta", "yes"), "'tta'"),
+    "dataset a string": (_with("dataset", "mnist"), "'dataset'"),
+    "dataset name a number": (_with("dataset.name", 7), "'dataset.name'"),
+    "figures a list": (_with("figures", [0.9]), "'figures'"),
+}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # _edit_meta re-saves TorchScript
+@pytest.mark.parametrize("fmt", ["safetensors", "onnx", "torchscript", "keras"])
+def test_malformed_metadata_is_one_line(fmt, exported, tmp_path, capsys):
+    """Hand-edited cnnlab metadata (not JSON, no object, keys missing, wrong types) is refused by predict,
+    evaluate and bench in one line naming the file and the field."""
+    if ("torch", fmt) not in exported:
+        pytest.skip("Keras 3 not installed")
+    data = exported["torch", fmt].read_bytes()
+    out = tmp_path / "p.csv"
+    for what, (edit, names) in MALFORMED_META.items():
+        if what == "not UTF-8" and fmt in ("safetensors", "onnx"):
+            continue  # their metadata is a text field: it cannot hold bytes that are not UTF-8
+        path = tmp_path / f"edited{EXT[fmt]}"
+        path.write_bytes(_edit_meta(fmt, data, tmp_path, edit))
+        for argv in (("predict", path, "--out", out), ("evaluate", path), ("bench", path, "--devices", "cpu")):
+            code, _, err = cli(capsys, *argv)
+            line = one_line_error(code, err, str(path), names, "export the run again")
+            assert "metadata" in line, (what, line)
+        assert not out.exists(), what
+
+
+def test_files_of_no_format_are_named_by_their_extension(toy_format, tmp_path, capsys):
+    """Random bytes, text or a foreign zip under a registered format's extension: the line names the file
+    and the format it is not (every registered format, the toy one included), not another format's parser."""
+    noise = bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8))
+    foreign_zip = tmp_path / "foreign.zip"
+    with zipfile.ZipFile(foreign_zip, "w") as z:
+        z.writestr("notes.txt", "not a model")
+    bodies = {"noise": noise, "text": b"this is a text file, not a model\n" * 20, "zip": foreign_zip.read_bytes()}
+    assert "toy" in FORMATS
+    for fmt in FORMATS.values():
+        for kind, body in bodies.items():
+            path = tmp_path / f"{kind}.{fmt.ext}"
+            path.write_bytes(body)
+            for argv in (("predict", path, "--out", tmp_path / "p.csv"), ("evaluate", path),
+                         ("bench", path, "--devices", "cpu")):
+                code, _, err = cli(capsys, *argv)
+                article = "an" if fmt.title[0].lower() in "aeio" else "a"
+                line = one_line_error(code, err, f"{path} is not {article} {fmt.title} file cnnlab can read",
+                                      "export the run again")
+                if fmt.recognise is not None:  # ONNX's own files may quote its parser; other formats' not
+                    assert "ONNX graph" not in line and "parsing" not in line, line
+    assert not (tmp_path / "p.csv").exists()
 
 
 def test_files_that_are_no_model_are_refused(runs, tmp_path, capsys):
@@ -524,7 +656,7 @@ def test_keras_refusal_writes_nothing(runs, tmp_path, capsys):
     src = RunDir(runs["torch"])
     fake = RunDir(tmp_path / "shuffle")
     fake.create()
-    fake.config.write_text(src.config.read_text())
+    fake.config.write_text(src.config.read_text().replace(f"model: {SPEC}", "model: shufflenet_v2"))
     ckpt = load_checkpoint(src.best)
     ckpt["config"] = {**ckpt["config"], "model": "shufflenet_v2"}
     ckpt["model_state"] = create_model("shufflenet_v2", num_classes=4, in_channels=3, input_size=16).state_dict()
@@ -575,3 +707,19 @@ def test_lenet5_mnist_keras_round_trip(real_dataset, data_dir, tmp_path, capsys)
     via = tmp_path / "keras.csv"
     assert main(["predict", str(path), "--out", str(via)]) == 0
     assert via.read_text() == ref.read_text()
+
+
+def test_an_exported_file_keeps_the_runs_tta_level(tmp_path, capsys):
+    """A run trained with tta: 2 evaluates with flips and shifts; its exported file must predict the same
+    way, not fall back to flips only."""
+    run = tmp_path / "tta2"
+    train(TrainConfig(dataset=DATASET, model=SPEC, epochs=1, batch_size=16, lr=1e-2, seed=3, threads=1, device="cpu",
+                      tta=2, out=str(run)), quiet=True)
+    ref = tmp_path / "run.csv"
+    assert main(["predict", str(run), "--out", str(ref)]) == 0
+    assert main(["export", str(run), "--format", "onnx"]) == 0
+    path = RunDir(run).export_file(FORMATS["onnx"].ext)
+    assert read_metadata(path)[1]["tta"] == 2
+    out = tmp_path / "file.csv"
+    assert cli_json(capsys, "predict", path, "--out", out, "--device", "cpu")["rows"] == 64
+    assert out.read_text() == ref.read_text()

@@ -220,3 +220,152 @@ def test_an_interrupt_is_reported_as_a_stop_not_an_error(tmp_path, capsys, monke
     assert err.startswith("cnnlab: stopped by SIGINT at epoch 2, batch 2") and "error:" not in err
     assert f"cnnlab train --resume {run}" in err and "stopped by SIGINT" in RunDir(run).log_file.read_text()
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
+
+
+def _resave(path, ckpt, **changes):
+    """Write `ckpt` with `changes` to `path`, as a checkpoint copied or edited by hand would be."""
+    from cnnlab.checkpoint import save_checkpoint
+
+    save_checkpoint(path, {**ckpt, **changes})
+
+
+def _files(run):
+    return {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def _one_line_error(capsys, *words):
+    err = capsys.readouterr().err
+    assert err.startswith("cnnlab: error: ") and len(err.strip().splitlines()) == 1, err
+    assert all(w in err for w in words), err
+    return err
+
+
+def test_another_runs_checkpoint_is_one_line_and_nothing_is_written(tmp_path, capsys):
+    run, other = tmp_path / "r", tmp_path / "other"
+    train(cfg(run, epochs=1), quiet=True)
+    train(cfg(other, epochs=1, model="c4k3-relu-p2-fc4", dataset=SYN.replace("classes=3", "classes=4")), quiet=True)
+    theirs = load_checkpoint(RunDir(other).best)
+    _resave(RunDir(run).best, theirs)  # best.pt copied from the other run
+    _resave(RunDir(run).last, theirs, progress={**theirs["progress"], "done": False, "step": 99})
+    before = _files(run)
+    best, last = RunDir(run).best, RunDir(run).last
+    assert main(["evaluate", str(run)]) == 2
+    _one_line_error(capsys, f"checkpoint {best} was written by another run", "its model is 'c4k3-relu-p2-fc4'")
+    assert main(["export", str(run), "--format", "safetensors"]) == 2
+    _one_line_error(capsys, f"checkpoint {best} was written by another run")
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2  # a finished run, another run's unfinished last.pt
+    _one_line_error(capsys, f"checkpoint {last} was written by another run", "put back this run's own checkpoint")
+    assert main(["cost", str(run)]) == 2
+    _one_line_error(capsys, f"checkpoint {best} was written by another run")
+    assert _files(run) == before  # train.log, metrics, config.yaml: byte for byte; no exports/, no evaluation
+
+
+def test_weights_that_do_not_fit_their_config_are_one_line_and_nothing_is_written(tmp_path, capsys):
+    run, other = tmp_path / "r", tmp_path / "other"
+    train(cfg(run, epochs=1), quiet=True)
+    train(cfg(other, epochs=1, model="c4k3-relu-p2-fc3"), quiet=True)
+    mine, foreign = load_checkpoint(RunDir(run).best), load_checkpoint(RunDir(other).best)["model_state"]
+    _resave(RunDir(run).best, mine, model_state=foreign)  # this run's config, another network's weights
+    _resave(RunDir(run).last, mine, model_state=foreign, engine_state={**mine["engine_state"], "model": foreign},
+            progress={**mine["progress"], "done": False})
+    before = _files(run)
+    assert main(["evaluate", str(run)]) == 2
+    _one_line_error(capsys, f"checkpoint {RunDir(run).best} does not fit the model its config builds",
+                    "0.weight is 4x3x3x3 in the checkpoint but 6x3x3x3 in the model")
+    assert main(["export", str(run), "--format", "safetensors"]) == 2
+    _one_line_error(capsys, "does not fit the model its config builds")
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    _one_line_error(capsys, f"checkpoint {RunDir(run).last} does not fit the model its config builds")
+    assert _files(run) == before
+
+
+def test_a_damaged_csv_file_is_named_with_its_line_not_called_missing(tmp_path, capsys):
+    from cnnlab.errors import CnnlabError
+
+    run = tmp_path / "r"
+    train(cfg(run, epochs=1), quiet=True)
+    rd = RunDir(run)
+    rows = rd.read_iterations()
+    assert len(rows) == 9 and rows[0] == {"step": 1.0, "epoch": 1.0, "loss": rows[0]["loss"], "lr": 0.05}
+    rd.iterations.write_text("step,epoch,loss,lr\n1,1,0.5,0.1\n2,1,abc,0.1\n")
+    with pytest.raises(CnnlabError, match=r"iterations.csv cannot be read: line 3 has 'abc' as its loss, which is not"):
+        rd.read_iterations()
+    rd.metrics.write_bytes(b"\xff\xfe garbage\nzz\n")
+    with pytest.raises(CnnlabError, match="metrics.csv cannot be read: it is not text"):
+        rd.read_metrics()
+    assert main(["plot", str(run)]) == 0  # the other figures are still drawn
+    said = "".join(capsys.readouterr())
+    assert "no loss.png: " in said and "line 3 has 'abc' as its loss" in said and "missing or empty" not in said
+    assert "no accuracy.png: " in said and "metrics.csv cannot be read: it is not text" in said
+    rd.metrics.write_text("nonsense\n1\n")
+    with pytest.raises(CnnlabError, match="metrics.csv cannot be read: its header has no 'epoch' column"):
+        rd.read_metrics()
+
+
+def test_a_path_under_a_file_names_the_file_and_only_advises_options_the_command_has(tmp_path, capsys):
+    run = tmp_path / "r"
+    train(cfg(run, epochs=1), quiet=True)
+    RunDir(run).plots.write_text("not a folder")  # `cnnlab plot` writes into plots/, and has no --out
+    assert main(["plot", str(run)]) == 2
+    err = _one_line_error(capsys, f"could not write {RunDir(run).plot_file('loss')}: {RunDir(run).plots} is a file, "
+                                  "not a folder")
+    assert "--out" not in err and "File exists" not in err
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert main(["predict", str(run), "--out", str(blocker / "sub" / "p.csv")]) == 2  # predict has --out
+    _one_line_error(capsys, f"could not write {blocker / 'sub' / 'p.csv'}: {blocker} is a file, not a folder",
+                    "(e.g. with --out)")
+    assert main(["train", "--dataset", SYN, "--model", MODEL, "--out", str(blocker / "run"), "--quiet"]) == 2
+    _one_line_error(capsys, f"{blocker} is a file, not a folder", "(e.g. with --out)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "r"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs Linux's /sys")
+def test_a_folder_that_cannot_be_written_names_the_target_and_the_cause(capsys):
+    # /sys refuses new files even to root, where the tests run here and chmod would not stop a write
+    from cnnlab.io import WriteError, atomic_write_text
+
+    for target in ("/sys/kernel/cnnlab-test.json", "/sys/kernel/cnnlab-test/deeper/x.json"):
+        with pytest.raises(WriteError) as e:
+            atomic_write_text(target, "{}")
+        assert str(e.value).startswith(f"could not write {target}: ") and ".tmp" not in str(e.value)
+        assert e.value.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and e.value.filename == target
+        assert "choose a folder you can write to" in str(e.value)
+    assert main(["cluster", "slurm", "--out", "/sys/kernel/job.sh", "--", "cnnlab", "train"]) == 2
+    _one_line_error(capsys, "could not write /sys/kernel/job.sh: ", "choose a folder you can write to (e.g. with --out)")
+
+
+def test_a_full_disk_names_the_target_removes_what_it_made_and_advises_per_command(tmp_path, capsys, monkeypatch):
+    # a full disk cannot be made here without mounting a file system: fsync stands in for the write
+    # that fails (as test_workflows_offline does)
+    from cnnlab.io import WriteError, atomic_write_text
+
+    run = tmp_path / "r"
+    train(cfg(run, epochs=1), quiet=True)
+    before = _files(run)
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("cnnlab.io.os.fsync", disk_full)
+    target = tmp_path / "new" / "deeper" / "x.json"
+    with pytest.raises(WriteError, match=f"could not write {target}: the disk is full; free space and run again"):
+        atomic_write_text(target, "{}")
+    assert not (tmp_path / "new").exists()  # the folders made for it are gone again
+    assert main(["evaluate", str(run)]) == 2  # evaluate has no --out, and nothing to resume
+    err = _one_line_error(capsys, f"could not write {RunDir(run).evaluation_files()[0]}: the disk is full")
+    assert "--out" not in err and "--resume" not in err
+    assert _files(run) == before  # no temporary file left beside it
+    assert main(["train", "--dataset", SYN, "--model", MODEL, "--out", str(tmp_path / "r2"), "--quiet"]) == 2
+    _one_line_error(capsys, "the disk is full", "a training run continues with cnnlab train --resume RUN_DIR")
+
+
+def test_resuming_a_run_whose_checkpoints_are_all_damaged_keeps_its_results(tmp_path, capsys):
+    run = tmp_path / "r"
+    train(cfg(run, epochs=1), quiet=True)
+    for pt in (RunDir(run).last, RunDir(run).best):
+        pt.write_bytes(b"\xff\xfe\x00 not a checkpoint")
+    before = _files(run)
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2  # not a silent restart from scratch
+    _one_line_error(capsys, f"cannot resume {run}: ", "are damaged", f"delete {RunDir(run).checkpoints}")
+    assert _files(run) == before and RunDir(run).finished()

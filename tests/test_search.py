@@ -1,5 +1,7 @@
-"""`cnnlab search`: costing before training (as the network each trial trains), resuming a killed
-search from its SQLite file, failing dead workers' trials, the objectives' registry, and two workers
+"""`cnnlab search`: the search file and the start checked before anything is written (one line,
+no directory, no search.db), costing before training (as the network each trial trains), resuming
+a killed search from its SQLite file, failing dead workers' trials and retrying each once, never
+training a candidate twice, the objectives' registry, and two workers
 sharing SQLite and a real PostgreSQL server (started here from Debian's postgresql package, which
 .ci/run installs; elsewhere the test says why it did not run). Tiny synthetic data and nets. The
 study is read through Optuna's public API (SearchDir.load_trials, open_study), never its tables."""
@@ -64,9 +66,9 @@ def test_spec_text_drops_empty_choices():
 def test_bad_search_files_are_one_line(tmp_path):
     bad = [({"objective": "accuracy"}, "unknown objective 'accuracy'"),
            ({"space": {"spec": "c{w}k3", "params": {}}}, "the spec uses {w}"),
-           ({"space": {"spec": "c8k3", "params": {"w": {"int": [3, 1]}}}}, "low <= high"),
+           ({"space": {"spec": "c8k3", "params": {"w": {"int": [3, 1]}}}}, "low > high"),
            ({"trials": 0}, "trials must be a positive integer"),
-           ({"budget": 3}, "unknown key 'budget'")]
+           ({"budget": 3}, "budget: unknown key")]
     for change, message in bad:
         with pytest.raises(CnnlabError, match=message.replace("{", r"\{").replace("[", r"\[")):
             load_search(_search_file(tmp_path, **change))
@@ -249,12 +251,112 @@ def test_two_workers_share_a_postgresql_search(tmp_path, postgres):
     _check_shared(out, postgres, 6)
 
 
-def test_unreachable_storage_is_one_line(tmp_path, capsys):
-    path = _search_file(tmp_path)
-    assert cli(["search", str(path), "--out", str(tmp_path / "s"), "--storage",
-                "postgresql://nobody@127.0.0.1:1/none"]) == 2
+def _fails_writing_nothing(tmp_path, capsys, args, message):
+    """`cnnlab search ARGS` is one error line holding `message`, exit 2, and writes nothing."""
+    before = sorted(tmp_path.rglob("*"))
+    capsys.readouterr()
+    assert cli(["search", *args]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("cnnlab: error: cannot open the search storage") and "\n" not in err
+    assert err.startswith("cnnlab: error: ") and "\n" not in err and message in err, err
+    assert sorted(tmp_path.rglob("*")) == before  # no search directory, no search.db
+
+
+def test_unreachable_storage_is_one_line_and_leaves_no_directory(tmp_path, capsys):
+    path = _search_file(tmp_path)
+    _fails_writing_nothing(tmp_path, capsys, [str(path), "--out", str(tmp_path / "s"), "--storage",
+                                              "postgresql://nobody@127.0.0.1:1/none"],
+                           "cannot open the search storage 127.0.0.1:1/none")
+
+
+@pytest.mark.parametrize("storage, message", [
+    ("foo", "--storage 'foo' is not a database URL: use sqlite:///"),
+    ("foo://bar", "cannot open the search storage foo://bar"),
+    ("sqlite:////no/such/folder/x.db", "check --storage"),
+])
+def test_a_bad_storage_url_is_one_line_and_writes_nothing(tmp_path, capsys, storage, message):
+    path = _search_file(tmp_path)
+    _fails_writing_nothing(tmp_path, capsys, [str(path), "--out", str(tmp_path / "s"), "--storage", storage], message)
+
+
+def test_a_missing_search_file_or_a_directory_is_one_line(tmp_path, capsys):
+    _fails_writing_nothing(tmp_path, capsys, [str(tmp_path / "none.yaml")], "search file")
+    (tmp_path / "runs").mkdir()
+    _fails_writing_nothing(tmp_path, capsys, [str(tmp_path / "runs"), "--out", str(tmp_path / "s")],
+                           "is a directory: give the search file (YAML)")
+
+
+def test_an_unknown_or_missing_dataset_writes_nothing(tmp_path, capsys):
+    """The dataset is checked before the storage is created: no search.db, no directory."""
+    bad = _search_file(tmp_path, base={"dataset": "cifar-10", "epochs": 1})
+    _fails_writing_nothing(tmp_path, capsys, [str(bad), "--out", str(tmp_path / "s")], "unknown dataset 'cifar-10'")
+    mnist = _search_file(tmp_path, base={"dataset": "mnist", "epochs": 1})
+    _fails_writing_nothing(tmp_path, capsys, [str(mnist), "--out", str(tmp_path / "s"), "--data-dir",
+                                              str(tmp_path / "no-data"), "--workers", "2"], "data directory")
+
+
+def test_trials_from_the_flag_are_blamed_on_the_flag(tmp_path, capsys):
+    path = _search_file(tmp_path)
+    for n in ("0", "-2"):
+        _fails_writing_nothing(tmp_path, capsys, [str(path), "--out", str(tmp_path / "s"), "--trials", n],
+                               f"--trials must be a positive integer (finished trials to reach), got {n}")
+    assert "search.yaml" not in capsys.readouterr().err
+
+
+def _line_of(path, text):
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+@pytest.mark.parametrize("key, dist, message", [
+    ("w", {"int": [8, 2]}, "int range [8, 2] has low > high: write it as [2, 8]"),
+    ("lr", {"float": [-0.1, 0.1], "log": True}, "log: true needs a positive range"),
+    ("lr", {"float": [0.0, 0.1], "log": True}, "log: true needs a positive range"),
+    ("lr", {"float": [-0.1, 0.1]}, "lr must be a positive finite number, and this range holds -0.1"),
+    ("w", {"int": [2, 8], "step": 16}, "step 16 is larger than the range [2, 8]"),
+    ("w", {"int": [2, 9], "step": 2}, "not a whole number of steps of 2: use high = 8 or 10"),
+    ("w", {"choices": []}, "choices must be a non-empty list"),
+    ("lr", {"float": [0.01, "high"]}, "float must be [low, high], two numbers"),
+    ("w", {"int": [2.5, 8]}, "int must be [low, high], two whole numbers"),
+    ("w", {"int": [2, 8], "stpe": 2}, "unknown key 'stpe'"),
+    ("lr", {"float": [0.01, 0.1], "log": True, "step": 0.01}, "step and log: true cannot go together"),
+    ("epochs", {"float": [1, 3]}, "'epochs' in"),
+])
+def test_a_bad_distribution_is_one_line_naming_its_line_and_key(tmp_path, capsys, key, dist, message):
+    """Every distribution is checked when the file loads: one line with the file's line and the key,
+    exit 2, and no search directory or search.db."""
+    space = {"spec": "c{w}k3-relu-fc4", "params": {"w": {"choices": [2, 4]}}, "train": {"lr": {"float": [0.01, 0.1]}}}
+    group = "params" if key == "w" else "train"
+    space[group][key] = dist
+    path = _search_file(tmp_path, space=space)
+    line = _line_of(path, f"    {key}:")
+    _fails_writing_nothing(tmp_path, capsys, [str(path), "--out", str(tmp_path / "s")],
+                           f"search.yaml line {line}: space.{group}.{key}")
+    _fails_writing_nothing(tmp_path, capsys, [str(path), "--out", str(tmp_path / "s")], message)
+
+
+def test_a_candidate_is_trained_once(tmp_path):
+    """A space of one candidate: the first trial trains, every later one is recorded as its
+    duplicate (pruned, counted toward trials) and trains nothing."""
+    space = {"spec": "c{w}k3-relu-fc4", "params": {"w": {"choices": [4]}}}
+    path = _search_file(tmp_path, space=space, trials=3, constraints={}, sampler="random")
+    out = tmp_path / "s"
+    assert cli(["search", str(path), "--out", str(out)]) == 0
+    trials = _trials(out)
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "PRUNED"]
+    assert [t.user_attrs.get("duplicate") for t in trials] == [None, 0, 0]
+    assert not SearchDir(out).trial_dir(1).exists() and not SearchDir(out).trial_dir(2).exists()
+    assert SearchDir(out).read_best()["duplicates"] == 2
+
+
+def test_a_resumed_search_proposes_new_candidates(tmp_path):
+    """Run again with a larger --trials, each worker's sampler gets a new seed: the first run's
+    candidates are not proposed (and trained) again."""
+    path = _search_file(tmp_path, trials=2, constraints={}, sampler="random")
+    out = tmp_path / "s"
+    assert cli(["search", str(path), "--out", str(out)]) == 0
+    assert cli(["search", str(path), "--out", str(out), "--trials", "4"]) == 0
+    trials = _trials(out)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4
 
 
 def test_multi_objective_search_keeps_a_pareto_front_and_measures_latency(tmp_path):
@@ -337,3 +439,79 @@ def test_objectives_are_one_registry():
             objective("bad", "?", direction="lower")
     finally:
         del OBJECTIVES["accuracy"]
+
+
+def _running_workers(out) -> dict:
+    """{trial number: worker pid} of the RUNNING trials that have started (a heartbeat recorded)."""
+    try:
+        trials = SearchDir(out).load_trials()
+    except Exception:  # search.db or its tables are not there yet
+        return {}
+    return {t.number: t.user_attrs["worker"] for t in trials
+            if t.state.name == "RUNNING" and "started" in t.user_attrs and "worker" in t.user_attrs}
+
+
+def test_a_killed_two_worker_search_retries_each_killed_trial_once(tmp_path):
+    """Both workers SIGKILLed mid-trial, the command run again: each killed trial is retried once
+    (not once per worker that saw it stale), and no candidate is trained twice."""
+    base = {"dataset": "synthetic:shape=3x8x8,classes=4,train=640,test=40", "epochs": 3, "batch_size": 20,
+            "optimizer": "sgd", "lr": 0.05, "val_size": 40, "threads": 1}  # a trial of a second or two
+    path = _search_file(tmp_path, base=base, trials=4, constraints={}, stale_after=2)
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "cnnlab", "search", str(path), "--out", str(out), "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        busy = {}
+        while time.time() < deadline and len(set(busy.values())) < 2 and proc.poll() is None:
+            busy = _running_workers(out)
+        assert len(set(busy.values())) == 2, "both workers should be inside a trial"
+        for pid in set(busy.values()):
+            os.kill(pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == 2  # the parent reports its killed workers
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    killed = list(_running_workers(out))  # left RUNNING by the killed workers
+    assert killed
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    trials = SearchDir(out).load_trials()
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    proposals = [tuple(sorted(t.params.items())) for t in done]
+    assert len(set(proposals)) == len(proposals), "a candidate was trained twice"
+    assert 4 <= sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) <= 5  # one may overshoot
+    for n in killed:  # retried exactly once, with its parameters
+        retries = [t for t in trials if t.system_attrs.get("retry_history", [])[-1:] == [n]]
+        assert len(retries) == 1 and retries[0].params == next(t.params for t in trials if t.number == n)
+
+
+def test_a_sqlite_transaction_holds_the_write_lock_from_its_first_read(tmp_path):
+    """Optuna reads a trial's state and then writes it (failing a dead trial, taking a queued one)
+    in one transaction; on SQLite that transaction begins IMMEDIATE, so a second worker cannot
+    read the old state in between (it waits for the lock)."""
+    import sqlite3
+
+    from cnnlab.workflows.search.optuna_adapter import open_storage
+
+    search = load_search(_search_file(tmp_path), tmp_path / "s")
+    rdb = open_storage(search)
+    with rdb.engine.connect() as conn:  # SQLAlchemy's own engine: how Optuna's sessions connect
+        conn.exec_driver_sql("SELECT count(*) FROM trials").fetchall()
+        other = sqlite3.connect(search.dir.storage_file, timeout=0, isolation_level=None)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        other.close()
+
+
+def test_a_changed_objective_is_one_line_before_any_trial(tmp_path, capsys):
+    """A study keeps the objectives it was created with: the same --out with another objective is
+    refused when the study opens, not by a traceback in each trial."""
+    out = tmp_path / "s"
+    open_study(load_search(_search_file(tmp_path), out))
+    changed = _search_file(tmp_path, objective=["error", "cycles"])
+    assert cli(["search", str(changed), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "optimises competition, but" in err and "error, cycles" in err and "\n" not in err
+    assert not SearchDir(out).trials.exists()

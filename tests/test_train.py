@@ -391,3 +391,17 @@ def test_full_disk_is_one_line_and_leaves_no_partial_files(tmp_path):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "could not write" in r.stderr and "checkpoints" in r.stderr and "free space" in r.stderr
     assert list((out / "checkpoints").iterdir()) == []  # no torn or temporary checkpoint left behind
+
+
+def test_the_first_line_says_how_many_parameters_train(tmp_path):
+    small = dict(dataset="synthetic:shape=3x8x8,classes=3,train=90,test=30", model="c4k3-relu-p2-fc3", epochs=1,
+                 batch_size=30, augment="none", val_size=30)
+    base = train(cfg(tmp_path / "base", **small), quiet=True)
+    opening = lambda run: next(l for l in (tmp_path / run / "train.log").read_text().splitlines()
+                               if l.startswith("cnnlab: training"))
+    first = opening("base")
+    assert f"({base['params']:,} parameters)" in first and "trainable" not in first  # everything trains
+    frozen = train(cfg(tmp_path / "frozen", **small, pretrained=str(tmp_path / "base"), freeze="backbone"), quiet=True)
+    first = opening("frozen")
+    assert 0 < frozen["trainable_params"] < frozen["params"]
+    assert f"({frozen['params']:,} parameters ({frozen['trainable_params']:,} trainable))" in first

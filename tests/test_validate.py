@@ -245,3 +245,53 @@ def test_the_loss_table_serves_both_engines_and_the_spec_grammar():
             compute_loss("svm", scores.numpy(), y.numpy(), label_smoothing=0.1)
     finally:
         del LOSSES["squared_hinge_test"]
+
+
+def test_floats_as_ml_configs_write_them_are_floats_everywhere(tmp_path):
+    """1e-3 and 5E-4 are floats in YAML 1.2 (PyYAML's YAML 1.1 reads them as strings): config files,
+    --set, study and search files, and architecture files all read them as floats."""
+    from cnnlab.cli import build_parser
+    from cnnlab.commands.train import config_from_args
+    from cnnlab.cost.accelerator import Accelerator
+    from cnnlab.workflows.search.space import load_search
+    from cnnlab.workflows.study import load_study
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"dataset: '{SYN}'\nlr: 1e-3\nweight_decay: 5E-4\nmomentum: .5\nepochs: 1\n")
+    c = TrainConfig.load(config)
+    assert (c.lr, c.weight_decay, c.momentum, c.epochs) == (1e-3, 5e-4, 0.5, 1)
+    args = build_parser().parse_args(["train", "--config", str(config), "--set", "lr=2e-3", "--set", "grad_clip=1e1"])
+    c = config_from_args(args)
+    assert (c.lr, c.grad_clip, c.weight_decay) == (2e-3, 10.0, 5e-4)
+
+    study = tmp_path / "s.yaml"
+    study.write_text(f"base: {{dataset: '{SYN}', model: c4k3-relu-fc3, epochs: 1, weight_decay: 5e-4}}\n"
+                     "experiments:\n  small: {lr: 1e-3}\n  large: {lr: 1.5e-2}\n")
+    runs = load_study(study, out=tmp_path / "out").runs
+    assert sorted(r.config.lr for r in runs) == [1e-3, 1.5e-2] and runs[0].config.weight_decay == 5e-4
+
+    search = tmp_path / "search.yaml"
+    search.write_text(f"base: {{dataset: '{SYN}', epochs: 1, weight_decay: 5e-4}}\n"
+                      "space:\n  spec: c{w}k3-relu-fc3\n  params: {w: {choices: [4, 8]}}\n"
+                      "  train: {lr: {float: [1e-4, 1e-1], log: true}}\n")
+    s = load_search(search, out=tmp_path / "search")
+    assert s.base["weight_decay"] == 5e-4 and s.train["lr"]["float"] == [1e-4, 1e-1]
+
+    arch = tmp_path / "arch.yaml"
+    arch.write_text("name: tiny\npe_rows: 4\npe_cols: 4\nmac_pj: 2.2e0\nclock_mhz: 1e3\n")
+    a = Accelerator.load(arch)
+    assert (a.mac_pj, a.clock_mhz) == (2.2, 1000.0)
+
+
+def test_a_config_that_is_not_text_or_is_empty_is_one_line(tmp_path, capsys):
+    junk, empty = tmp_path / "junk.yaml", tmp_path / "empty.yaml"
+    junk.write_bytes(bytes([0xFF, 0xFE, 0x00, 0x41]))
+    empty.write_text("")
+    for path, words in ((junk, "is not valid YAML: it is not UTF-8 text"), (empty, "is empty: give the keys")):
+        assert main(BASE + ["--config", str(path), "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"cnnlab: error: config file {path} ") and words in err
+        assert len(err.strip().splitlines()) == 1
+    assert main(["study", str(junk)]) == 2
+    assert "not valid YAML (it is not UTF-8 text)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

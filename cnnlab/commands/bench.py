@@ -20,9 +20,14 @@ def add_parser(sub):
                                    "seconds per image at batch 1, optionally the time to train 5 epochs. "
                                    "A run directory converts its model for each runtime in memory, as `cnnlab "
                                    "export` would; a file runs on its own runtime (safetensors: on any). "
-                                   "Writes RUN_DIR/bench.csv and bench.json for a run, and --out for either.")
+                                   "Writes RUN_DIR/bench.csv and bench.json for a run, and --out for either, "
+                                   "merged with the rows they hold: a row per device, runtime, batch size and "
+                                   "threads, replaced only by a new measurement of the same (a device that is "
+                                   "missing here keeps its earlier figures, noted).")
     p.add_argument("run_dir", metavar="RUN_DIR|FILE", help="a run directory, or a model file from `cnnlab export`")
-    p.add_argument("--devices", default="cpu,cuda", help="comma-separated devices (default cpu,cuda)")
+    p.add_argument("--devices", default="cpu,cuda",
+                   help="comma-separated devices: cpu, cuda, cuda:N, mps, or auto (the devices this machine has); "
+                        "default cpu,cuda. Every device missing here is an error")
     p.add_argument("--runtimes", help="comma-separated runtimes: torch, torchscript, onnxruntime, keras "
                                       "(default: torch for a run, the file's own runtime for a file)")
     p.add_argument("--train", action="store_true", help="also time 5 training epochs of the run's config per device")
@@ -39,20 +44,21 @@ def run(args) -> int:
     from pathlib import Path
 
     from cnnlab.errors import CnnlabError
-    from cnnlab.workflows.measure.bench import bench_run, write_bench
+    from cnnlab.workflows.measure.bench import bench_files, bench_run, parse_devices, write_bench
 
-    devices = [d.strip().lower() for d in args.devices.split(",") if d.strip()]
-    if not devices:
-        raise CnnlabError("--devices is empty: give e.g. cpu,cuda")
+    devices = parse_devices(args.devices)
     if args.out and Path(args.out).is_dir():
         raise CnnlabError(f"--out {args.out} is a directory: give the name of a CSV file to write")
+    bench_files(args.run_dir, args.out)  # bench files it cannot merge into are an error before measuring
     rows = bench_run(args.run_dir, devices, args.batch_size, args.train, write=False, data_dir=args.data_dir,
                      runtimes=args.runtimes, rounds=args.rounds, threads=args.threads)
     if args.json:
         print_json(rows)
     else:
         print(format_bench(rows), flush=True)
-    write_bench(args.run_dir, rows, args.out)  # after printing: a read-only run still shows its figures
+    _, kept = write_bench(args.run_dir, rows, args.out)  # after printing: a read-only run still shows its figures
+    for line in [] if args.json else kept:
+        print(line)
     return 0
 
 

@@ -1,10 +1,15 @@
-"""`cnnlab cluster slurm|lsf ... -- cnnlab train ...`: a ready job script, and optionally submit it."""
+"""`cnnlab cluster slurm|lsf ... -- cnnlab train ...`: a ready job script, and optionally submit it.
+
+The training command is checked here as `cnnlab train` checks it before reading any data (its
+flags by the same parser, its config by the same validation) and against the job's processes, so
+a mistake is one line now, not a failed job after the queue."""
 
 from __future__ import annotations
 
 import argparse
 
 from cnnlab.commands.common import add_json_flag, print_json
+from cnnlab.errors import CnnlabError
 
 
 def add_parser(sub):
@@ -35,17 +40,33 @@ def add_parser(sub):
     p.set_defaults(func=run, takes_command=True)
 
 
+class _TrainParser(argparse.ArgumentParser):
+    """`cnnlab train`'s own parser; a bad flag in the command after -- is a CnnlabError."""
+
+    def error(self, message):
+        raise CnnlabError(f"in the training command after --: {message} (see `cnnlab train --help`)")
+
+
+def train_config(argv: list[str]):
+    """The validated config of `cnnlab ARGV` (ARGV = ["train", ...]); nothing is read or trained."""
+    from cnnlab.commands import train
+
+    parser = _TrainParser(prog="cnnlab")
+    train.add_parser(parser.add_subparsers(dest="command"))
+    return train.checked_config(parser.parse_args(argv))
+
+
 def run(args) -> int:
     from pathlib import Path
 
     from cnnlab.io import atomic_write_text
-    from cnnlab.workflows.cluster import JobSpec, job_script, submit
+    from cnnlab.workflows.cluster import JobSpec, job_script, submit, train_argv
 
     command = args.rest  # what follows `--`
     spec = JobSpec(nodes=args.nodes, gpus_per_node=args.gpus_per_node, procs_per_node=args.procs_per_node,
                    cpus_per_node=args.cpus_per_node, queue=args.queue, walltime=args.walltime, mem=args.mem,
                    job_name=args.job_name, log_dir=args.log_dir, port=args.port, python=args.python)
-    script = job_script(args.scheduler, spec, command)
+    script = job_script(args.scheduler, spec, command, train_config(train_argv(command)))
     path = Path(args.out or f"{args.job_name}.{args.scheduler}.sh")
     atomic_write_text(path, script)
     path.chmod(path.stat().st_mode | 0o111)

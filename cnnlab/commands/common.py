@@ -20,6 +20,20 @@ def print_json(data):
     sys.stdout.flush()
 
 
+def advise_on_write(e, args):
+    """Add the command's own advice to a cnnlab.io.WriteError: where the command has --out, that it
+    can write elsewhere; on a full disk, what its parser set as `full_disk_advice` (e.g. --resume)."""
+    from cnnlab.io import NO_SPACE, NOT_ALLOWED
+
+    extra = None
+    if (e.errno in NOT_ALLOWED or e.blocker is not None) and hasattr(args, "out"):
+        extra = "e.g. with --out"
+    elif e.errno in NO_SPACE:
+        extra = getattr(args, "full_disk_advice", None)
+    if extra:
+        e.advice = f"{e.advice} ({extra})" if e.advice else extra
+
+
 def parse_shape(text: str):
     """'3x32x32' -> (3, 32, 32); the one parser of every command's --input."""
     try:
@@ -40,7 +54,10 @@ def parse_bytes(text: str) -> int:
     m = _SIZE.match(str(text))
     if not m:
         raise CnnlabError(f"bad size '{text}': write a number of bytes with an optional unit, e.g. 1MB, 512KiB, 250000")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
+    size = int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
+    if size < 1:
+        raise CnnlabError(f"bad size '{text}': it must be at least 1 byte, e.g. 1MB")
+    return size
 
 
 def load_model(model_or_run: str, in_shape=None, num_classes: int | None = None):
@@ -53,14 +70,40 @@ def load_model(model_or_run: str, in_shape=None, num_classes: int | None = None)
         from cnnlab.dirs import load_run
 
         run = load_run(path)
-        shape = in_shape
-        if shape is None:
-            shape = _run_input_shape(run)
-        return run.model, tuple(shape), str(path)
+        if in_shape is None:
+            return run.model, _run_input_shape(run), str(path)
+        _check_run_input(run, tuple(in_shape), path)
+        return run.model, tuple(in_shape), str(path)
     from cnnlab.build import build_for
 
     shape = tuple(in_shape or (3, 32, 32))
     return build_for({"model": model_or_run}, shape, num_classes or 10), shape, model_or_run
+
+
+def _shape_text(shape) -> str:
+    return "x".join(str(v) for v in shape)
+
+
+def _check_run_input(run, shape: tuple, path):
+    """--input for a trained run: its images' channels, and a size its network takes (a run that
+    resizes inside the model takes any); one error line saying what it expects otherwise."""
+    import torch
+
+    want = tuple((getattr(run, "data", None) or {}).get("shape") or ())
+    if not want:
+        return
+    fix = f"give --input {_shape_text(want)}, or leave --input out"
+    if shape[0] != want[0]:
+        raise CnnlabError(f"run {path} takes {want[0]}-channel images ({_shape_text(want)}, as its dataset has), "
+                          f"not {shape[0]}-channel ones: {fix}")
+    if shape == want or run.config.resize:
+        return
+    try:  # a network with a fixed-size layer (fc after the convolutions) takes only the size it trained on
+        with torch.no_grad():
+            run.model(torch.zeros((1, *shape)))
+    except RuntimeError as e:  # what PyTorch raises for a shape that does not fit a layer
+        raise CnnlabError(f"run {path}'s network does not take {_shape_text(shape)} images, it trained on "
+                          f"{_shape_text(want)} ({str(e).splitlines()[0]}): {fix}") from None
 
 
 def _run_input_shape(run):

@@ -46,7 +46,11 @@ def run_profile(args) -> int:
     from cnnlab.data import load_dataset
     from cnnlab.data.profile import profile_loader
     from cnnlab.device import resolve_device
+    from cnnlab.errors import CnnlabError
 
+    for flag, value in (("--batch-size", args.batch_size), ("--batches", args.batches)):
+        if value < 1:
+            raise CnnlabError(f"{flag} must be at least 1, got {value}")
     d = load_dataset(args.dataset, args.data_dir)
     rates = profile_loader(d.train, d.mean, d.std, args.batch_size, args.augment, resolve_device(args.device),
                            args.batches)

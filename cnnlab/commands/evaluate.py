@@ -22,19 +22,22 @@ def add_parser(sub):
                                    "model file (cnnlab export) is evaluated in its runtime and nothing is written.")
     p.add_argument("run_dir", metavar="RUN_DIR|MODEL_FILE")
     p.add_argument("--split", choices=["test", "val", "train"], default="test")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", choices=["best", "last"],
+                   help="a run directory's best (default) or last weights; not for a model file")
     p.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dataset", help="for a model file: evaluate on another dataset of the same shape and classes")
+    p.add_argument("--dataset", help="for a model file: evaluate on another dataset of the same image shape whose "
+                                     "classes are named as the model's (any order, or some of them)")
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from cnnlab.dirs import RunDir
-    from cnnlab.workflows.measure.evaluate import evaluate_file, evaluate_run, is_exported_file
+    from cnnlab.workflows.measure.evaluate import evaluate_file, evaluate_run, is_exported_file, refuse_checkpoint
 
     if is_exported_file(args.run_dir):
+        refuse_checkpoint(args.run_dir, args.checkpoint)
         result = evaluate_file(args.run_dir, args.split, args.data_dir, args.device, args.dataset)
         if args.json:
             print_json(result)
@@ -45,8 +48,9 @@ def run(args) -> int:
         from cnnlab.errors import CnnlabError
 
         raise CnnlabError("--dataset applies to an exported model file; a run directory evaluates on its own dataset")
+    checkpoint = args.checkpoint or "best"
     # figures first, files second: a read-only run directory still shows the result
-    result = evaluate_run(args.run_dir, args.split, args.checkpoint, args.data_dir, args.device, write=False)
+    result = evaluate_run(args.run_dir, args.split, checkpoint, args.data_dir, args.device, write=False)
     run = RunDir(args.run_dir)
     result["files"] = [str(p) for p in run.evaluation_files(args.split)]
     if args.json:
@@ -54,7 +58,7 @@ def run(args) -> int:
         run.write_evaluation(args.split, result, result["classes"])
         return 0
     classes = result["classes"]
-    _print(result, f"{args.checkpoint} checkpoint of {args.run_dir}")
+    _print(result, f"{checkpoint} checkpoint of {args.run_dir}")
     sys.stdout.flush()
     run.write_evaluation(args.split, result, classes)
     print(f"wrote {', '.join(result['files'])}")
@@ -64,6 +68,7 @@ def run(args) -> int:
 def _print(result: dict, what: str):
     print(f"{result['split']} accuracy {100 * result['accuracy']:.2f}%  loss {result['loss']:.4f}  "
           f"({result['count']} images, {what})")
+    # a class the dataset has no images of (a folder holding some of the model's classes) shows "-"
     print(format_table(["class", "accuracy", "images"],
-                       [[c, f"{100 * a:.2f}%", sum(r)] for c, a, r in
+                       [[c, f"{100 * a:.2f}%" if sum(r) else "-", sum(r)] for c, a, r in
                         zip(result["classes"], result["per_class_accuracy"], result["confusion"])]))

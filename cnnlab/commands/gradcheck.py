@@ -33,6 +33,13 @@ def run(args) -> int:
 
     if args.batch_size < 2:
         raise CnnlabError("--batch-size must be at least 2 (batch norm needs a batch)")
+    for flag, value, ok, must in (("--classes", args.classes, args.classes >= 1, "at least 1"),
+                                  ("--entries", args.entries, args.entries >= 0, "0 (all) or more"),
+                                  ("--threshold", args.threshold, 0 < args.threshold < float("inf"),
+                                   "a positive relative error, e.g. 1e-7"),
+                                  ("--seed", args.seed, args.seed >= 0, "a non-negative integer")):
+        if not ok:
+            raise CnnlabError(f"{flag} must be {must}, got {value}")
     shape = parse_shape(args.input)
     net = ScratchNet(args.model, args.classes, shape, np.float64, args.backend, args.seed)
     rng = np.random.default_rng(args.seed)

@@ -37,8 +37,7 @@ def add_parser(subparsers):
 def run(args) -> int:
     from cnnlab.workflows.measure.lrfind import find_lr, plot_lr_find
 
-    if args.batch_size < 1:
-        raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_args(args)
     result = find_lr(args.model, args.dataset, args.data_dir, args.subset, args.batch_size, args.optimizer,
                      augment=args.augment, seed=args.seed, start_lr=args.start_lr, end_lr=args.end_lr,
                      steps=args.steps, momentum=args.momentum, weight_decay=args.weight_decay)
@@ -54,3 +53,25 @@ def run(args) -> int:
         print(f"suggested lr: {result.suggestion:.3g}  (minimum loss at lr {result.min_loss_lr:.3g}; "
               f"{len(result.lrs)} steps, {stop}); plot: {plot}")
     return 0
+
+
+def check_args(args):
+    """The flags `cnnlab train` shares, held to its ranges, and a plot file matplotlib can write: before
+    the dataset is read and the ramp is run, not after."""
+    from pathlib import Path
+
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from cnnlab.train.validate import RANGES
+
+    for key in ("batch_size", "subset", "momentum", "weight_decay", "seed"):
+        ok, must = RANGES[key]
+        value = getattr(args, key)
+        if value is not None and not ok(value):
+            raise CnnlabError(f"--{key.replace('_', '-')} must be {must}, got {value!r}")
+    out = Path(args.out)
+    if out.is_dir():
+        raise CnnlabError(f"--out {args.out} is a directory: give a file name for the plot, e.g. {out / 'lr_find.png'}")
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if out.suffix and out.suffix[1:].lower() not in kinds:
+        raise CnnlabError(f"--out {args.out}: a plot cannot be written as {out.suffix}; use .png, .pdf or .svg")

@@ -5,8 +5,10 @@ predictions.csv: a header `id,label`, then one row per image of the split in dat
 or the run's evaluation.json, for the names). `--names` writes class names instead.
 
 FILE is a model written by `cnnlab export` (.onnx on ONNX Runtime, TorchScript, .keras on Keras,
-.safetensors on PyTorch): it predicts on its recorded dataset, or on --dataset (same image shape and
-class count), without the run directory, and writes ./predictions.csv unless --out says otherwise.
+.safetensors on PyTorch): it predicts on its recorded dataset, or on --dataset (same image shape,
+classes named as the model's), without the run directory, and writes ./predictions.csv unless --out
+says otherwise. Labels are always the model's class indices (or names), whatever order the dataset
+lists its classes in.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ def add_parser(sub):
     p.add_argument("run_dir", metavar="RUN_DIR|FILE", help="a run directory, or a model file from `cnnlab export`")
     p.add_argument("--split", choices=["test", "val", "train"], default="test")
     p.add_argument("--out", help="output CSV (default RUN_DIR/predictions.csv; for a FILE, ./predictions.csv)")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", choices=["best", "last"],
+                   help="a run directory's best (default) or last weights; not for a FILE")
     p.add_argument("--names", action="store_true", help="write class names instead of class indices")
     p.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (a FILE: where its runtime can run)")
     p.add_argument("--dataset", help="FILE only: predict on this dataset instead of the recorded one, e.g. "
-                                     "imagefolder:PATH (same image shape and class count)")
+                                     "imagefolder:PATH (same image shape, classes named as the model's)")
     add_json_flag(p)
     p.set_defaults(func=run)
 

@@ -35,6 +35,10 @@ def run(args) -> int:
 
     if args.batch_size < 1 or args.repeats < 1:
         raise CnnlabError("--batch-size and --repeats must be at least 1")
+    if args.classes < 1:
+        raise CnnlabError(f"--classes must be at least 1, got {args.classes}")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise CnnlabError(f"--out {args.out} is a file: give a folder for profile.png and profile.json")
     shape = parse_shape(args.input)
     net = ScratchNet(args.model, args.classes, shape, np.float32, args.backend)
     rng = np.random.default_rng(0)

@@ -27,7 +27,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from cnnlab.workflows.search import finish, load_search, open_study, storage_url, work
+    from cnnlab.workflows.search import finish, load_search, open_search, work
 
     search = load_search(args.file, args.out, args.trials)
     if args.data_dir:
@@ -38,14 +38,14 @@ def run(args) -> int:
     if args.worker is not None:  # one of several processes: trials only
         work(search, args.storage, log=log, worker=args.worker)
         return 0
-    search.out.mkdir(parents=True, exist_ok=True)
-    storage = storage_url(search, args.storage)
     if args.workers == 1:
-        work(search, storage, log=log)
+        work(search, args.storage, log=log)
     else:  # N worker processes share the storage; this one waits for them, then writes the results
-        open_study(search, storage)  # created once, before the workers race to create it
+        open_search(search, args.storage)  # the dataset checked, the study created once, before the workers start
         cmd = [sys.executable, "-m", "cnnlab", "search", str(search.path), "--out", str(search.out),
-               "--storage", storage, "--trials", str(search.trials)]
+               "--trials", str(search.trials)]
+        if args.storage:
+            cmd += ["--storage", args.storage]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
         workers = [subprocess.Popen(cmd + ["--worker", str(i)]) for i in range(args.workers)]
@@ -58,7 +58,7 @@ def run(args) -> int:
         if any(codes):
             raise CnnlabError(f"{sum(c != 0 for c in codes)} of {args.workers} worker processes failed (exit codes "
                               f"{codes}); run the same command again to finish the search")
-    best = finish(search, storage, data_dir=search.base.get("data_dir"), log=log)
+    best = finish(search, args.storage, data_dir=search.base.get("data_dir"), log=log)
     if args.json:
         print_json(best)
     else:

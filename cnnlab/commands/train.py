@@ -6,6 +6,7 @@ import yaml
 
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
+from cnnlab.io import load_yaml
 from cnnlab.commands.common import add_json_flag, print_json
 
 # flag -> (config field, type, help). Every flag defaults to None so that only what the user
@@ -86,7 +87,7 @@ def add_parser(sub):
                    "(with --lr or --grad-clip: from there with that value, e.g. after the loss became NaN)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no epoch table on stdout")
     add_json_flag(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, full_disk_advice="a training run continues with cnnlab train --resume RUN_DIR")
 
 
 def config_from_args(args) -> TrainConfig:
@@ -110,7 +111,7 @@ def config_from_args(args) -> TrainConfig:
         if not eq:
             raise CnnlabError(f"bad --set '{item}': write KEY=VALUE")
         try:
-            given[key.strip()] = yaml.safe_load(value)
+            given[key.strip()] = load_yaml(value)
         except yaml.YAMLError:
             raise CnnlabError(f"bad --set '{item}': the value is not valid YAML") from None
     if args.config and args.out is None and not any(s.startswith("out=") for s in args.set):
@@ -118,25 +119,47 @@ def config_from_args(args) -> TrainConfig:
     return config.update(given, where="--set/--config")  # each value's type checked once, where it came from
 
 
+def resume_overrides(args) -> dict:
+    """What a --resume changes (--lr, --grad-clip); any other flag is refused."""
+    may_change = {"--lr", "--grad-clip"}
+    given = [f for f in FLAGS if getattr(args, FLAGS[f][0]) is not None and f not in may_change]
+    given += [f"--{f.replace('_', '-')}" for f in ("nesterov", "tta", "channels_last", "compile", "deterministic",
+                                                     "sync_bn", "tensorboard")
+              if getattr(args, f)] + (["--config"] if args.config else []) + (["--recipe"] if args.recipe else [])
+    if given or args.set:
+        raise CnnlabError(f"--resume continues a run with its own config (only --lr and --grad-clip may change); "
+                          f"drop {', '.join(given) or '--set'}")
+    return {FLAGS[f][0]: getattr(args, FLAGS[f][0]) for f in may_change if getattr(args, FLAGS[f][0]) is not None}
+
+
+def checked_config(args) -> TrainConfig:
+    """The config `cnnlab train ARGS` would train (a resumed run's own, with its new --lr or
+    --grad-clip), validated as the trainer validates it before any data is read; nothing is
+    trained or written. For `--nproc` and `cnnlab cluster`, which check before they start anything."""
+    from cnnlab.train.validate import validate
+
+    if args.resume:
+        from cnnlab.dirs import RunDir
+
+        overrides = resume_overrides(args)
+        run = RunDir(args.resume).check()
+        config = TrainConfig.load(run.config).update(overrides, where="--resume")
+        return validate(config, new_run=False)
+    return validate(config_from_args(args))
+
+
 def run(args) -> int:
+    from cnnlab.train.launch import follow_launcher
     from cnnlab.train.loop import train
 
+    follow_launcher()  # a process of `--nproc` ends with its launcher
     if args.nproc is not None:
         from cnnlab.train.launch import launch
 
-        return launch(args.nproc, _argv_without_nproc(args.argv), threads=args.threads)
+        return launch(args.nproc, _argv_without_nproc(args.argv), checked_config(args), resume=args.resume)
 
     if args.resume:
-        may_change = {"--lr", "--grad-clip"}
-        given = [f for f in FLAGS if getattr(args, FLAGS[f][0]) is not None and f not in may_change]
-        given += [f"--{f.replace('_', '-')}" for f in ("nesterov", "tta", "channels_last", "compile", "deterministic",
-                                                         "sync_bn", "tensorboard")
-                  if getattr(args, f)] + (["--config"] if args.config else []) + (["--recipe"] if args.recipe else [])
-        if given or args.set:
-            raise CnnlabError(f"--resume continues a run with its own config (only --lr and --grad-clip may change); "
-                              f"drop {', '.join(given) or '--set'}")
-        overrides = {FLAGS[f][0]: getattr(args, FLAGS[f][0]) for f in may_change if getattr(args, FLAGS[f][0]) is not None}
-        summary = train(None, resume=args.resume, quiet=args.quiet or args.json, overrides=overrides)
+        summary = train(None, resume=args.resume, quiet=args.quiet or args.json, overrides=resume_overrides(args))
     else:
         summary = train(config_from_args(args), quiet=args.quiet or args.json)
     if args.json:

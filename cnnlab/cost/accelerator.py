@@ -63,6 +63,9 @@ class Accelerator:
     @classmethod
     def load(cls, path) -> "Accelerator":
         d = load_yaml_mapping(path, "architecture file")
+        if not d:  # an empty or truncated file would otherwise cost on the default design, unnoticed
+            raise CnnlabError(f"architecture file {path} is empty: give the keys that differ from the default "
+                              "design (docs/cost.md), or leave --arch out to use it")
         return cls.from_dict(d, where=str(path))
 
     def to_yaml(self) -> str:

@@ -22,6 +22,11 @@ checked against the class count on every load too: a verified entry holding an o
 is a DataError naming the cache file and split (the entry is removed, so the next load decodes the
 sources again).
 Warnings go through `cnnlab.errors.warn`: one stderr line, `cnnlab: warning: ...`.
+
+A dataset with one class (an image folder with one class folder, synthetic:classes=1) is a DataError
+unless the caller asks for `min_classes=1`: a model can be evaluated on one of its classes, but a
+classifier trained on one class reaches 100% having learnt nothing. Cache entries and their files get
+the modes any new file gets (the umask), so a group can share the cache.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -193,7 +197,10 @@ def _write_entry(entry: Path, arrays: dict, meta: dict, replace: bool):
     """Write a cache entry atomically: a temporary folder renamed into place. An entry already there
     is kept (another process just wrote it) unless `replace` (it failed verification)."""
     entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
+    # os.mkdir, not tempfile.mkdtemp: mkdtemp makes the folder 0700 whatever the umask, and the rename
+    # keeps that mode, so a group sharing the cache could not read the entry
+    tmp = entry.parent / f".{entry.name}.{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
     stale = entry.parent / f".{entry.name}.stale-{uuid.uuid4().hex[:8]}"
     try:
         for k, v in arrays.items():
@@ -270,6 +277,8 @@ def _synthetic(options: str, seed: int = 1234):
         k, ntr, nte, noise = int(opts["classes"]), int(opts["train"]), int(opts["test"]), float(opts["noise"])
     except ValueError:
         raise DataError(f"bad synthetic options '{options}': shape is CxHxW, the counts are integers") from None
+    if k < 1:
+        raise DataError(f"bad synthetic options '{options}': classes must be at least 1 (2 to train a classifier)")
     rng = np.random.default_rng(seed)
     templates = rng.uniform(0, 1, (k, c, h, w))
 
@@ -288,9 +297,13 @@ def default_val_size(n_train: int) -> int:
     return min(5000, n_train // 10)
 
 
-def load_dataset(name: str, data_dir=None, val_size: int | None = None, seed: int = 0, subset: int | None = None) -> Dataset:
+def load_dataset(name: str, data_dir=None, val_size: int | None = None, seed: int = 0, subset: int | None = None,
+                 min_classes: int = 2) -> Dataset:
     """Load a dataset by name; see the module docstring. `val_size=None` means 5000 images, or a
-    tenth of the training set when that is smaller. The split is seeded; the test set is untouched."""
+    tenth of the training set when that is smaller. The split is seeded; the test set is untouched.
+    A dataset with fewer than `min_classes` classes is a DataError: a classifier trained on one class
+    scores 100% and has learnt nothing. Evaluating a model on a folder holding one of its classes
+    passes min_classes=1."""
     base = name.split(":", 1)[0].lower()
     if base == "synthetic":
         arrays, meta = _synthetic(name.split(":", 1)[1] if ":" in name else "")
@@ -306,6 +319,12 @@ def load_dataset(name: str, data_dir=None, val_size: int | None = None, seed: in
     else:
         raise DataError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}")
 
+    classes = list(meta["classes"])
+    if len(classes) < min_classes:
+        fix = ("use classes=2 or more" if base == "synthetic" else
+               "give each class its own folder in train/ and test/" if base == "imagefolder" else "check the files")
+        raise DataError(f"{name} has only {len(classes)} class ({', '.join(map(repr, classes))}): a classifier needs "
+                        f"at least {min_classes} classes; {fix}")
     n = len(arrays["train_y"])
     val_size = default_val_size(n) if val_size is None else int(val_size)
     if not 0 <= val_size < n:
@@ -322,7 +341,7 @@ def load_dataset(name: str, data_dir=None, val_size: int | None = None, seed: in
         train=Split(tx[train_idx], ty[train_idx]),
         val=Split(tx[val_idx], ty[val_idx]),
         test=Split(torch.from_numpy(arrays["test_x"]), torch.from_numpy(arrays["test_y"])),
-        classes=list(meta["classes"]),
+        classes=classes,
         mean=tuple(meta["mean"]),
         std=tuple(meta["std"]),
     )

@@ -1,12 +1,16 @@
-"""Fetching official files: a progress bar, an MD5 check, and an atomic write."""
+"""Fetching official files: a progress bar, an MD5 check, and an atomic write.
+
+A failed download leaves nothing new behind: no partial file, and no folder it created on the way
+(e.g. an empty <data-dir>/mnist/). The file gets the mode any new file gets (0666 less the umask).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.request
+import uuid
 from pathlib import Path
 
 from tqdm import tqdm
@@ -25,8 +29,12 @@ def md5sum(path, chunk=1 << 20) -> str:
 def download(remote, dest: Path, timeout: float = 30.0, verify=None) -> None:
     """Download `remote` to `dest`; `dest` appears only complete and verified: against `remote.md5`
     when it has one, and by `verify(path)` (which raises a DataError) when given."""
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    # os.open with 0666, not mkstemp (0600 whatever the umask): the renamed file keeps the mode
+    tmp = str(dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    done = False
     try:
         with os.fdopen(fd, "wb") as out:
             req = urllib.request.Request(remote.url, headers={"User-Agent": "cnnlab"})
@@ -44,6 +52,7 @@ def download(remote, dest: Path, timeout: float = 30.0, verify=None) -> None:
         if verify is not None:
             verify(tmp)
         os.replace(tmp, dest)
+        done = True
     except DataError:
         raise
     except Exception as e:  # network errors of every kind: one line, with the way out
@@ -52,3 +61,9 @@ def download(remote, dest: Path, timeout: float = 30.0, verify=None) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if not done:
+            for folder in created:  # innermost first; one another process has filled is kept
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break

@@ -27,6 +27,9 @@
 Every command and workflow reaches these files through `RunDir` (names, plain reads and atomic
 writes) or `load_run` (a `LoadedRun`: config, model, data meta, and any split of the dataset).
 A module outside this one never spells a run-directory file name.
+
+Over 400 lines: that rule puts every run file's reader and writer here, damaged-file checks included
+(CSV rows, checkpoints of another run), so none of them is spelled twice.
 """
 
 from __future__ import annotations
@@ -43,11 +46,14 @@ import torch
 from cnnlab.checkpoint import build_model_from_checkpoint, load_checkpoint
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
-from cnnlab.io import atomic_write_text, write_csv
+from cnnlab.io import atomic_write_text, make_dirs, write_csv
 
 METRICS_HEADER = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 ITERATIONS_HEADER = ["step", "epoch", "loss", "lr"]
 SPLITS = ("test", "val", "train")
+# what makes the network a checkpoint holds: a checkpoint whose config differs from the run's in one of
+# these was written by another run (a file copied between runs)
+NETWORK_KEYS = ("model", "model_args", "dataset", "resize", "input_channels")
 # the figures of `cnnlab plot`, in the order a report shows them: name -> file in plots/
 PLOT_FILES = {"loss": "loss.png", "accuracy": "accuracy.png", "lr": "lr.png", "filters": "filters.png",
               "confusion": "confusion.png", "mistakes": "mistakes.png"}
@@ -108,6 +114,8 @@ class RunDir:
 
     def check(self) -> "RunDir":
         """Raise a one-line error unless this is a run directory written by `cnnlab train`."""
+        if self.path.is_file():
+            raise CnnlabError(f"{self.path} is a file, not a run directory: give a directory written by `cnnlab train`")
         if not self.path.is_dir():
             raise CnnlabError(f"run directory {self.path} does not exist")
         if not self.is_run():
@@ -116,12 +124,13 @@ class RunDir:
         return self
 
     def create(self):
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.checkpoints)  # a file in the way is one line naming it
 
     def create_new(self) -> bool:
         """Make this directory if no one has; False when it already exists (exclusive, race-free)."""
+        make_dirs(self.path.parent)
         try:
-            self.path.mkdir(parents=True, exist_ok=False)
+            self.path.mkdir(exist_ok=False)
         except FileExistsError:
             return False
         self.create()
@@ -159,13 +168,31 @@ class RunDir:
             if not path.exists():
                 continue
             try:
-                found.append((path, load_checkpoint(path)))
+                ckpt = load_checkpoint(path)
             except CnnlabError as e:
                 warnings.append(f"{e}; using the other checkpoint")
+                continue
+            self.check_checkpoint(path, ckpt)  # another run's file is the user's to sort out, not skipped
+            found.append((path, ckpt))
         if not found:
             return None, None, warnings
         path, ckpt = max(found, key=lambda pc: (pc[1]["progress"].get("step", 0), pc[0] == self.last))
         return path, ckpt, warnings
+
+    def check_checkpoint(self, path, ckpt: dict):
+        """A one-line error when the checkpoint at `path` was written by another run: its config builds
+        another network (NETWORK_KEYS) than this run's config.yaml. Nothing is compared when config.yaml
+        cannot be read: the checkpoint carries its own config, and that is the one used."""
+        try:
+            mine = TrainConfig.load(self.config)
+        except CnnlabError:
+            return
+        theirs = TrainConfig.from_dict(ckpt["config"], where=str(path))
+        for key in NETWORK_KEYS:
+            if getattr(mine, key) != getattr(theirs, key):
+                raise CnnlabError(f"checkpoint {path} was written by another run: its {key} is {getattr(theirs, key)!r}, "
+                                  f"but {self.config} has {getattr(mine, key)!r}; put back this run's own checkpoint, "
+                                  "or use the run that wrote it")
 
     def write_config(self, config: TrainConfig):
         atomic_write_text(self.config, config.to_yaml())
@@ -206,15 +233,18 @@ class RunDir:
     def _truncate(self, path, header, keep):
         if not path.exists():
             return
+        _read_numeric_csv(path, header[0])  # a damaged file is one line, not a traceback
         with open(path, newline="") as f:
             rows = [r for r in csv.DictReader(f) if keep(r)]
         write_csv(path, header, [[r[h] for h in header] for r in rows])
 
     def read_metrics(self) -> list[dict]:
-        return _read_numeric_csv(self.metrics)
+        """metrics.csv's rows as numbers ([] when there is none); a damaged file is a one-line error."""
+        return _read_numeric_csv(self.metrics, METRICS_HEADER[0])
 
     def read_iterations(self) -> list[dict]:
-        return _read_numeric_csv(self.iterations)
+        """iterations.csv's rows as numbers ([] when there is none); a damaged file is a one-line error."""
+        return _read_numeric_csv(self.iterations, ITERATIONS_HEADER[0])
 
     # ---- results
 
@@ -275,15 +305,67 @@ class RunDir:
         self.write_json(self.score, result)
 
     def write_bench(self, rows: list[dict], columns):
+        """bench.csv and bench.json, each written atomically, holding exactly `rows`."""
         write_csv(self.bench_csv, columns, [[r.get(c, "") for c in columns] for r in rows])
         self.write_json(self.bench_json, rows)
 
+    def read_bench(self) -> list[dict]:
+        """The rows bench.json holds ([] when there is none); anything else there is a one-line error."""
+        return read_bench_rows(self.bench_json)
 
-def _read_numeric_csv(path) -> list[dict]:
-    if not Path(path).exists():
+
+def read_bench_rows(path) -> list[dict]:
+    """The rows of a bench JSON file (`cnnlab bench`; [] when it does not exist): a list of objects, each
+    with a device and a status. A file holding anything else is a one-line error that names it."""
+    path = Path(path)
+    if not path.exists():
         return []
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in r.items() if v not in (None, "")} for r in csv.DictReader(f)]
+    try:
+        rows = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        rows = None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("device"), str)
+                                             and isinstance(r.get("status"), str) for r in rows):
+        raise CnnlabError(f"{path} does not hold cnnlab bench rows (damaged or edited): move it aside or delete it, "
+                          "then bench again (its rows are merged with the new ones)")
+    return rows
+
+
+def _read_numeric_csv(path, key: str) -> list[dict]:
+    """The rows of a CSV file cnnlab wrote, every value a number, the `key` column among them; an
+    empty value is left out of its row. Anything else is a CnnlabError naming the line and value."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    damaged = f"{path} cannot be read"
+    fix = "restore it, or delete it (its figures are then missing from reports and plots)"
+    rows = []
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None:
+                return []
+            if key not in reader.fieldnames:
+                raise CnnlabError(f"{damaged}: its header has no '{key}' column (line 1 is "
+                                  f"{','.join(reader.fieldnames)[:60]!r}): {fix}")
+            for r in reader:
+                if None in r:
+                    raise CnnlabError(f"{damaged}: line {reader.line_num} has more values than the header: {fix}")
+                row = {}
+                for k, v in r.items():
+                    if v in (None, ""):
+                        continue
+                    try:
+                        row[k] = float(v)
+                    except ValueError:
+                        raise CnnlabError(f"{damaged}: line {reader.line_num} has {v[:40]!r} as its {k}, which is "
+                                          f"not a number: {fix}") from None
+                rows.append(row)
+    except UnicodeDecodeError:
+        raise CnnlabError(f"{damaged}: it is not text: {fix}") from None
+    except csv.Error as e:
+        raise CnnlabError(f"{damaged}: {e}: {fix}") from None
+    return rows
 
 
 @dataclass
@@ -291,7 +373,10 @@ class LoadedRun:
     """A trained run, loaded: its config, its model (eval mode, CPU), the data meta and the checkpoint.
 
     `split("test")` loads the dataset the run trained on (the same seeded validation split and
-    subset) and gives one of its splits; the dataset is loaded once per LoadedRun."""
+    subset) and gives one of its splits, its labels as the model's class indices
+    (`cnnlab.evaluate.labels_for_model`: matched by the class names the checkpoint records, so an
+    image folder changed since training is scored right or refused); the dataset is loaded once per
+    LoadedRun. `dataset()` is the dataset as it is on disk, its labels unmatched."""
 
     run_dir: Path
     config: TrainConfig
@@ -314,13 +399,18 @@ class LoadedRun:
             from cnnlab.data import load_dataset
 
             cfg = self.config
-            self._dataset = load_dataset(cfg.dataset, data_dir or cfg.data_dir, cfg.val_size, cfg.seed, cfg.subset)
+            # min_classes=1: a folder holding one of the model's classes can be evaluated, not trained on
+            self._dataset = load_dataset(cfg.dataset, data_dir or cfg.data_dir, cfg.val_size, cfg.seed, cfg.subset,
+                                         min_classes=1)
         return self._dataset
 
     def split(self, name: str = "test", data_dir=None):
+        from cnnlab.evaluate import labels_for_model
+
         if name not in SPLITS:
             raise CnnlabError(f"unknown split '{name}': choose {', '.join(SPLITS)}")
-        return getattr(self.dataset(data_dir), name)
+        ds = self.dataset(data_dir)
+        return labels_for_model(getattr(ds, name), ds.classes, self.data["classes"], self.config.dataset)
 
     def loader(self, name: str = "test", batch_size: int = 1000, device="cpu", data_dir=None):
         """A BatchLoader over one split, normalised as in training, in dataset order."""
@@ -337,5 +427,6 @@ def load_run(run_dir, which: str = "best") -> LoadedRun:
     if which == "best" and not path.exists():
         path = run.last
     ckpt = load_checkpoint(path)
-    return LoadedRun(run.path, TrainConfig.from_dict(ckpt["config"]), build_model_from_checkpoint(ckpt), ckpt["data"],
-                     ckpt, which)
+    run.check_checkpoint(path, ckpt)
+    return LoadedRun(run.path, TrainConfig.from_dict(ckpt["config"]), build_model_from_checkpoint(ckpt, path),
+                     ckpt["data"], ckpt, which)

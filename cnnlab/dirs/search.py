@@ -3,7 +3,8 @@
     SEARCH_DIR/                   (default runs/search-<search file name>)
       search.db                   the Optuna study, SQLite (absent when the study lives on a server)
       trials/NNNN/                one run directory (`cnnlab.dirs.run`) per trained trial
-      trials.csv                  every trial: state, spec, costs, validation error, why it was refused
+      trials.csv                  every trial: state, spec, costs, validation error, why it was refused,
+                                  the trial whose candidate it repeats (duplicate_of)
       pareto.png                  validation error against cycles, the Pareto front ringed
       best.yaml                   the chosen trial's TrainConfig, ready for `cnnlab train --config`
       best.json                   the chosen model's validation and test figures, costs and trial counts

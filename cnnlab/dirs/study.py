@@ -29,7 +29,7 @@ import yaml
 
 from cnnlab.dirs.run import RunDir
 from cnnlab.errors import CnnlabError
-from cnnlab.io import atomic_write_text, write_csv
+from cnnlab.io import atomic_write_text, load_yaml, write_csv
 
 SEED_PREFIX = "seed"
 
@@ -113,7 +113,7 @@ class StudyDir:
     def description(self) -> str:
         """The `description:` of the kept study file ('' when there is none)."""
         try:
-            data = yaml.safe_load(self.study_file.read_text())
+            data = load_yaml(self.study_file.read_text())
         except (OSError, yaml.YAMLError):
             return ""
         return str(data.get("description") or "") if isinstance(data, dict) else ""

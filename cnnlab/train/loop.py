@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.checkpoint import check_weights_fit, load_checkpoint, save_checkpoint
 from cnnlab.config import TrainConfig
 from cnnlab.device import configure_determinism, resolve_device, set_threads
 from cnnlab.errors import CnnlabError, warn
@@ -42,7 +42,8 @@ from cnnlab.dirs import RunDir
 from cnnlab.train.engines import build_engine
 from cnnlab.train.defaults import default_hooks
 from cnnlab.train.hooks import Checkpointer, Hook
-from cnnlab.train.distributed import broadcast, join, leave, share, sum_values, world_from_env
+from cnnlab.train.distributed import (broadcast, check_processes, join, leave, resume_command, share, sum_values,
+                                      watch_peers, world_from_env)
 from cnnlab.train.progress import EpochTable, StepBar
 from cnnlab.train.validate import validate
 
@@ -132,11 +133,17 @@ class _Signals:
 RESUME_OVERRIDES = ("lr", "grad_clip")
 
 
-def _open_resume(path, overrides: dict) -> tuple[RunDir, dict | None, TrainConfig, dict]:
-    """The run to continue, its newest complete checkpoint (None: it died before its first one)
-    and its config with `overrides` (a new --lr or --grad-clip) applied, and the values they replaced."""
+def _open_resume(path, overrides: dict) -> tuple[RunDir, Path | None, dict | None, TrainConfig, dict]:
+    """The run to continue, its newest complete checkpoint and where it is (None: it died before its
+    first one; another run's checkpoint is an error, cnnlab.dirs.RunDir.check_checkpoint) and its
+    config with `overrides` (a new --lr or --grad-clip) applied, and the values they replaced."""
     run = RunDir(path).check()
     ckpt_path, ckpt, warnings = run.newest_checkpoint()
+    if ckpt is None and warnings:  # checkpoints there, none readable: starting over would drop the run's results
+        damaged = " and ".join(str(p) for p in (run.last, run.best) if p.exists())
+        raise CnnlabError(f"cannot resume {run.path}: {damaged} {'are' if ' and ' in damaged else 'is'} damaged; "
+                          f"delete {run.checkpoints} to train the run again from the start in place, or train a new "
+                          f"run with --config {run.config}")
     for w in warnings:
         warn(w)
     if ckpt is not None and ckpt["progress"].get("done") and run.finished():
@@ -150,25 +157,20 @@ def _open_resume(path, overrides: dict) -> tuple[RunDir, dict | None, TrainConfi
     replaced = {key: getattr(config, key) for key in overrides}
     for key, value in overrides.items():
         setattr(config, key, value)
-    return run, ckpt, config, replaced
+    return run, ckpt_path, ckpt, config, replaced
 
 
 class Trainer:
     def __init__(self, config: TrainConfig | None, resume=None, quiet=False, hooks=(), overrides=None):
-        self.run, self.ckpt, self.overrides = None, None, dict(overrides or {})
+        self.run, self.ckpt, self.ckpt_path, self.overrides = None, None, None, dict(overrides or {})
         self.world = world_from_env()  # several processes under torchrun; rank 0 writes
         self.main = self.world.main
         if resume is not None:
-            self.run, self.ckpt, config, self.replaced = _open_resume(resume, self.overrides)
+            self.run, self.ckpt_path, self.ckpt, config, self.replaced = _open_resume(resume, self.overrides)
         elif self.overrides:
             raise CnnlabError("overrides are for a resumed run: put the values in the config instead")
         self.config = validate(config, new_run=resume is None and self.main)
-        if self.world.distributed:
-            if self.config.engine != "torch":
-                raise CnnlabError(f"the {self.config.engine} engine trains in one process: drop --nproc or use --engine torch")
-            if self.config.batch_size % self.world.size:
-                raise CnnlabError(f"--batch-size {self.config.batch_size} does not split evenly over {self.world.size} "
-                                  f"processes: use a multiple of {self.world.size}")
+        check_processes(self.config, self.world.size)
         self.quiet = quiet
         self.extra_hooks = list(hooks)
         for h in self.extra_hooks:
@@ -200,6 +202,7 @@ class Trainer:
         if config.subset is not None and config.subset > len(data.train):
             raise CnnlabError(f"--subset {config.subset} is larger than the {len(data.train)} training images: "
                               f"use at most {len(data.train)}")
+        check_processes(config, self.world.size, len(data.train))
         # A short last batch takes a full-size step on a few images' gradient, which can undo a
         # good part of an epoch with plain SGD; it is dropped (its images come round in other
         # epochs, reshuffled) unless the training set is smaller than one batch.
@@ -234,7 +237,7 @@ class Trainer:
             self.log(f"resumed with {key} = {value} (was {self.replaced[key]}): from here the run differs from an "
                      "uninterrupted one")
         if self.ckpt is None:
-            self.log(f"cnnlab: training {config.model} ({self.param_count():,} parameters) on {config.dataset} "
+            self.log(f"cnnlab: training {config.model} ({self.param_summary()}) on {config.dataset} "
                      f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test images) "
                      f"with {config.engine} on {self.device}"
                      f"{f' x {self.world.size} processes ({self.world.backend})' if self.world.distributed else ''}; "
@@ -302,8 +305,10 @@ class Trainer:
             gc.collect()
             leave(self.world)
 
-    def _restore(self, ckpt=None, model_only=False):
-        ckpt = ckpt or self.ckpt
+    def _restore(self, ckpt=None, path=None, model_only=False):
+        ckpt, path = (ckpt, path) if ckpt is not None else (self.ckpt, self.ckpt_path)
+        # before anything is loaded, truncated or logged: weights of another network are one line
+        check_weights_fit(ckpt, self.engine.torch_model(), path)
         self.engine.load_state_dict(ckpt["engine_state"])
         states = dict(ckpt.get("hooks") or {})
         # checkpoints from before hooks kept these two in other places
@@ -334,6 +339,12 @@ class Trainer:
             self._early_lines.append(line)
         else:
             self.table.message(line)
+
+    def param_summary(self) -> str:
+        """'N parameters', or 'N parameters (M trainable)' when some are frozen (--freeze backbone, a
+        fixed whitening layer); after the hooks' on_start, which freeze them."""
+        n, m = self.param_count(), self.param_count(trainable_only=True)
+        return f"{n:,} parameters" + (f" ({m:,} trainable)" if m < n else "")
 
     def param_count(self, trainable_only=False) -> int:
         # trainable: of the trained model (the weight average's copy has no gradients of its own)
@@ -391,14 +402,17 @@ class Trainer:
 
     def fit(self) -> dict:
         try:
-            self.open()
-            self.table.header()
-            self._in_epoch, self._t0 = False, time.perf_counter()
-            with _Signals() as self.signals, StepBar(self.steps_per_epoch, disable=self.quiet) as self.bar:
-                while not self.progress.done and self.progress.epoch < self.config.epochs:
-                    self._train_epoch()
-                    self._end_epoch()
-            return self.finish()
+            # with several processes, a collective that fails because another process died (DDP's
+            # backward all-reduce included) ends this one with one line (cnnlab.train.distributed)
+            with watch_peers(self.world, lambda: self.run and resume_command(self.run.path, self.world)):
+                self.open()
+                self.table.header()
+                self._in_epoch, self._t0 = False, time.perf_counter()
+                with _Signals() as self.signals, StepBar(self.steps_per_epoch, disable=self.quiet) as self.bar:
+                    while not self.progress.done and self.progress.epoch < self.config.epochs:
+                        self._train_epoch()
+                        self._end_epoch()
+                return self.finish()
         finally:
             self.close()
 
@@ -410,12 +424,14 @@ class Trainer:
             x, y = x[self.share], y[self.share]  # this process's share of the global batch
             loss, correct = self.engine.train_step(x, y)
             n = len(y)
+            # with several processes a signal counts once the exchange below has carried it, so that all
+            # stop after the same step (one that came later waits for the next step's exchange); one
+            # process stops after the step in which it came
+            stop = self.signals.stop
             if self.world.distributed:  # the global batch's figures, and stop flags every process obeys
-                loss_sum, correct, n, signal_stop = sum_values(
-                    self.world, [loss * n, correct, n, float(bool(self.signals.stop))])
+                loss_sum, correct, n, signal_stop = sum_values(self.world, [loss * n, correct, n, float(bool(stop))])
                 loss, correct, n = loss_sum / n, int(correct), int(n)
-                if signal_stop and not self.signals.stop:
-                    self.signals.stop = "a signal to another process"
+                stop = self._any_stop(stop, signal_stop)
             if not math.isfinite(loss):
                 self._diverged(loss)
             p.step, p.batch = p.step + 1, p.batch + 1
@@ -431,7 +447,7 @@ class Trainer:
                     self.progress.done = True
             if self.stopping:
                 break
-            if self.signals.stop:
+            if stop or (not self.world.distributed and self.signals.stop):
                 self.save("last")
                 self._interrupted(f"at epoch {epoch + 1}, batch {p.batch}")
         if self.main:
@@ -474,11 +490,20 @@ class Trainer:
             h.on_epoch_end(self, row)
         if p.done and p.stop_reason:
             self.log(p.stop_reason)
-        if self.signals.stop and not p.done:
+        stop = self.signals.stop
+        if self.world.distributed:  # as after each step: every process stops here, or none
+            stop = self._any_stop(stop, sum_values(self.world, [float(bool(stop))])[0])
+        if stop and not p.done:
             self._interrupted(f"after epoch {p.epoch}")
 
+    def _any_stop(self, stop, stops_seen: float):
+        """This process's stop signal as exchanged (`stop`), or another process's (`stops_seen` > 0)."""
+        if stops_seen and not stop:
+            stop = self.signals.stop = self.signals.stop or "a signal to another process"
+        return stop
+
     def _interrupted(self, where: str):
-        why = f"stopped by {self.signals.stop} {where}; continue with: cnnlab train --resume {self.run.path}"
+        why = f"stopped by {self.signals.stop} {where}; continue with: {resume_command(self.run.path, self.world)}"
         if self.main:
             self.run.log(why)
             self.run.write_state("stopped", why)
@@ -489,7 +514,7 @@ class Trainer:
     def finish(self) -> dict:
         """The test evaluation with the best-validation weights, then summary.json."""
         if self.main:
-            self._restore(load_checkpoint(self.run.best), model_only=True)
+            self._restore(load_checkpoint(self.run.best), self.run.best, model_only=True)
         test = self.evaluate(self.data.test)
         summary = self._summary(test) if self.main else None
         summary = broadcast(self.world, summary)

@@ -7,7 +7,9 @@ Each node runs one torchrun agent (`srun` starts one per node on Slurm, `blaunch
 `--nproc-per-node` processes (one per GPU, or `procs_per_node` on CPU nodes); the agents meet
 through c10d rendezvous on the job's first host, and the job id keeps two jobs' rendezvous apart.
 The training command is cnnlab's own (`python -m cnnlab train ...`), unchanged: a course cluster
-that forbids work on compute nodes outside a job gets it inside the job.
+that forbids work on compute nodes outside a job gets it inside the job. `check_job` holds the
+command's config (validated by the caller, as `cnnlab train` validates it) to the job: a global
+batch that all nodes x processes split, and GPUs only where the job asks for them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
+from cnnlab.train.distributed import check_processes
 
 SCHEDULERS = {"slurm": "sbatch", "lsf": "bsub"}
 
@@ -55,7 +59,7 @@ class JobSpec:
         return self.gpus_per_node or self.procs_per_node
 
 
-def _train_argv(command: list[str]) -> list[str]:
+def train_argv(command: list[str]) -> list[str]:
     """`cnnlab train ...` (or `train ...`) -> the arguments after `cnnlab`."""
     argv = list(command)
     if argv and Path(argv[0]).name == "cnnlab":
@@ -131,13 +135,26 @@ def _mb(mem: str) -> int:
     return max(1, value // 1024) if unit == "K" else value * {"": 1, "M": 1, "G": 1024, "T": 1024 ** 2}[unit]
 
 
-def job_script(scheduler: str, spec: JobSpec, command: list[str]) -> str:
+def check_job(spec: JobSpec, config: TrainConfig):
+    """That the training command's config (validated) suits the job: all the job's processes can
+    train it together (cnnlab.train.distributed.check_processes), and it asks for GPUs only from a
+    job that has them."""
+    check_processes(config, spec.nodes * spec.per_node, config.subset)
+    if not spec.gpus_per_node and str(config.device).lower().startswith("cuda"):
+        raise CnnlabError(f"the training command asks for --device {config.device}, but the job asks for no GPUs: "
+                          "add --gpus-per-node N, or train with --device cpu")
+
+
+def job_script(scheduler: str, spec: JobSpec, command: list[str], config: TrainConfig | None = None) -> str:
+    """The job script; with `config`, the training command's validated config, also `check_job`."""
     if scheduler not in SCHEDULERS:
         raise CnnlabError(f"unknown scheduler '{scheduler}': choose {' or '.join(SCHEDULERS)}")
     spec.check()
     if spec.mem:
         _mb(spec.mem)
-    argv = _train_argv(command)
+    argv = train_argv(command)
+    if config is not None:
+        check_job(spec, config)
     return slurm_script(spec, argv) if scheduler == "slurm" else lsf_script(spec, argv)
 
 

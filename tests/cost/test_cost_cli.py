@@ -37,3 +37,27 @@ def test_cost_user_errors(capsys):
     assert "unknown model" in capsys.readouterr().err
     assert main(["cost", "lenet5", "--backend", "timeloop"]) == 2
     assert "timeloop-mapper" in capsys.readouterr().err
+
+
+def test_cost_input_is_checked_against_the_run_and_the_model(tmp_path, capsys):
+    from cnnlab.config import TrainConfig
+    from cnnlab.train.loop import train
+
+    run = tmp_path / "gray"
+    train(TrainConfig(dataset="synthetic:shape=1x12x12,classes=3,train=60,test=30", model="c4k3-relu-p2-fc3",
+                      epochs=1, batch_size=30, val_size=30, device="cpu", threads=1, out=str(run)), quiet=True)
+
+    def one_line(*words):
+        err = capsys.readouterr().err
+        assert err.startswith("cnnlab: error: ") and len(err.strip().splitlines()) == 1, err
+        assert all(w in err for w in words), err
+
+    assert main(["cost", str(run), "--input", "3x12x12"]) == 2  # an RGB shape for a gray model
+    one_line(f"run {run} takes 1-channel images (1x12x12", "give --input 1x12x12, or leave --input out")
+    assert main(["cost", str(run), "--input", "1x16x16"]) == 2  # its fc layer takes the trained size only
+    one_line("does not take 1x16x16 images, it trained on 1x12x12", "give --input 1x12x12")
+    assert main(["cost", str(run), "--input", "1x12x12", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["input"] == [1, 12, 12]
+    for rank in ("28x28", "1x28x28x1", "28"):  # a model by name: CxHxW, nothing else
+        assert main(["cost", "lenet5", "--input", rank]) == 2
+        one_line(f"bad input shape '{rank}': write it as CxHxW")

@@ -131,6 +131,46 @@ def test_bench_rejects_unknown_device(tmp_path, capsys):
     assert device_unavailable("cpu") is None
 
 
+def test_bench_rows_merge_by_device_runtime_batch_and_threads():
+    """merge_bench, the rule behind every bench file: a row is (device, runtime, batch, threads), plus the
+    source for an --out file that several models share."""
+    from cnnlab.workflows.measure.bench import merge_bench
+
+    def row(device, runtime="torch", status="ok", batch=8, threads=1, source="run", **kw):
+        return {"device": device, "runtime": runtime, "status": status, "batch_size": batch if status == "ok" else None,
+                "threads": threads if status == "ok" else None, "source": source, "measured_at": kw.pop("at", "t1"),
+                "notes": None, "train_seconds_5_epochs": kw.pop("train", None), **kw}
+
+    old = [row("cpu", train=9.0), row("cuda", status="unavailable: no GPU")]
+    rows, kept = merge_bench(old, [row("cuda", status="unavailable: still no GPU", at="t2")])
+    assert rows[1]["status"] == "unavailable: still no GPU" and len(rows) == 2 and kept == []  # replaced in place
+    rows, kept = merge_bench(rows, [row("cuda", at="t3", threads=None)])
+    assert [(r["device"], r["status"]) for r in rows] == [("cpu", "ok"), ("cuda", "ok")]  # measured replaces
+    rows, kept = merge_bench(rows, [row("cuda", status="unavailable: gone", at="t4")])
+    assert rows[1]["status"] == "ok" and rows[1]["measured_at"] == "t3" and "unavailable: gone" in rows[1]["notes"]
+    assert len(kept) == 1 and "kept the figures measured at t3" in kept[0]
+    rows, _ = merge_bench(rows, [row("cpu", at="t5"), row("cpu", batch=64, at="t5")])
+    assert [(r["device"], r["batch_size"], r["measured_at"]) for r in rows] == [
+        ("cpu", 8, "t5"), ("cuda", 8, "t3"), ("cpu", 64, "t5")]
+    assert rows[0]["train_seconds_5_epochs"] == 9.0  # an earlier --train time outlives a bench without --train
+    # an --out file shared by two model files keeps one row per file
+    shared, _ = merge_bench([row("cpu", source="a.onnx")], [row("cpu", source="b.onnx")], by_source=True)
+    assert [r["source"] for r in shared] == ["a.onnx", "b.onnx"]
+    assert len(merge_bench([row("cpu", source="a.onnx")], [row("cpu", source="b.onnx")])[0]) == 1
+
+
+def test_bench_devices_auto_and_empty():
+    from cnnlab.errors import CnnlabError
+    from cnnlab.workflows.measure.bench import parse_devices
+
+    assert parse_devices("auto, CPU") == ("cpu",) + (("cuda",) if torch.cuda.is_available() else ()) + (
+        ("mps",) if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else ())
+    with pytest.raises(CnnlabError, match="--devices is empty"):
+        parse_devices(" , ")
+    with pytest.raises(CnnlabError, match="unknown device 'gpu'"):
+        parse_devices("cpu,gpu")
+
+
 @pytest.mark.realdata
 def test_cost_of_a_run_directory(short_run, capsys):
     assert main(["cost", str(short_run), "--json"]) == 0

@@ -35,7 +35,7 @@ class Format:
     write: Callable  # (model, meta, **options) -> bytes: the whole file, the metadata inside
     load: Callable  # (path, device) -> Predictor on `runtime`; a damaged or mismatched file is a CnnlabError
     load_bytes: Callable  # (data, meta) -> Predictor on the CPU: the written bytes, read back for the check
-    read_meta: Callable  # (path) -> the metadata JSON text (None when there is none), the model not loaded
+    read_meta: Callable  # (path) -> the metadata JSON, str or bytes as stored (None: there is none), the model not loaded
     convert: Callable  # (model, meta, device, source, **options) -> Predictor: an nn.Module on `runtime`, in memory
     # (head: first 16 bytes, names: the zip's member names or None, path) -> True for a file of this
     # format; None: no signature (protobuf), so it takes any file that is no zip and no other format's

@@ -116,7 +116,7 @@ def recognise(head: bytes, names, path) -> bool:
 def read_meta(path):
     check_zip(path)
     with zipfile.ZipFile(path) as z:
-        return z.read(META_FILE).decode() if META_FILE in z.namelist() else None
+        return z.read(META_FILE) if META_FILE in z.namelist() else None  # bytes: parse_meta decodes and checks
 
 
 def load(path, device):

@@ -8,8 +8,10 @@
 
 The metadata is one JSON object (`meta_json`) in the format's own place (safetensors' metadata
 dict, ONNX `metadata_props`, a TorchScript extra file, a member of the `.keras` zip), under
-META_KEY / META_FILE. `parse_meta` checks the keys predict and bench rely on; damaged or foreign
-metadata is a one-line `CnnlabError`.
+META_KEY / META_FILE. `parse_meta` is the one reader of that record for every format: it checks each
+field predict, evaluate and bench rely on (`META_FIELDS`, `check_meta`), so damaged, hand-edited or
+foreign metadata is a one-line `CnnlabError` naming the file and the field. A file that no format
+recognises is named by the format its extension promises (`not_a_model`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import zipfile
 from pathlib import Path
 
@@ -37,27 +40,122 @@ def meta_json(meta: dict) -> str:
 
 
 def parse_meta(text, path) -> dict:
-    """The metadata JSON of a file, checked for the keys predict and bench rely on."""
+    """The metadata JSON of a file (str, or UTF-8 bytes), every field predict, evaluate and bench read
+    checked for presence and type (`check_meta`); anything else is one line naming the file and the field."""
     if not text:
         raise CnnlabError(f"{path} has no cnnlab metadata: it was not written by `cnnlab export` (or was "
                           "re-saved without it); export the run again with `cnnlab export RUN_DIR`")
     try:
         meta = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CnnlabError(f"{path} has damaged cnnlab metadata (not JSON): export the run again") from None
-    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        raise CnnlabError(f"{path} has damaged cnnlab metadata (not UTF-8 JSON): export the run again with "
+                          "`cnnlab export RUN_DIR`") from None
+    if not isinstance(meta, dict):
+        raise CnnlabError(f"{path} has damaged cnnlab metadata ({_kind(meta)}, not a JSON object): export the run "
+                          "again with `cnnlab export RUN_DIR`")
+    if meta.get("format") != META_FORMAT:
         raise CnnlabError(f"{path} has metadata under 'cnnlab' that is not cnnlab's export metadata: "
                           "export the run again with `cnnlab export RUN_DIR`")
-    if meta.get("version", 0) > META_VERSION:
+    version = meta.get("version", 0)
+    if _is_int(version) and version > META_VERSION:
         raise CnnlabError(f"{path} was exported by a newer cnnlab ({meta.get('cnnlab_version')}): upgrade cnnlab")
-    try:
-        c, h, w = (int(v) for v in meta["input"]["shape"])
-        assert len(meta["classes"]) == int(meta["num_classes"]) >= 1 and min(c, h, w) >= 1
-        assert len(meta["mean"]) == len(meta["std"]) == c
-    except (KeyError, TypeError, ValueError, AssertionError):
-        raise CnnlabError(f"{path} has incomplete cnnlab metadata (input shape, classes, mean and std are "
-                          "needed): export the run again") from None
+    why = check_meta(meta)
+    if why:
+        raise CnnlabError(f"{path} has damaged cnnlab metadata: {why}; export the run again with "
+                          "`cnnlab export RUN_DIR`")
     return meta
+
+
+def _kind(v) -> str:
+    """A JSON value in a message: its type, and the value itself when short."""
+    if v is None or isinstance(v, bool):
+        return json.dumps(v)
+    if isinstance(v, (int, float)):
+        return f"the number {v}"
+    text = json.dumps(v)
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    return f"the string {shown}" if isinstance(v, str) else f"the list {shown}" if isinstance(v, list) else "an object"
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+_OBJECT = (lambda v: isinstance(v, dict), "an object")
+_TEXT = (lambda v: isinstance(v, str), "a string")
+_INT = (_is_int, "an integer")
+_POSITIVE = (lambda v: _is_int(v) and v >= 1, "a positive integer")
+_NUMBERS = (lambda v: isinstance(v, list) and v != [] and all(_is_number(x) for x in v), "a list of numbers")
+# dotted field -> (required, accepts null, test, what it must be); checked in this order, parents first
+META_FIELDS = {
+    "version": (False, False, *_INT),
+    "export_format": (False, True, *_TEXT),
+    "model": (False, True, *_TEXT),
+    "model_args": (False, True, *_OBJECT),
+    "loss": (False, True, *_TEXT),
+    "tta": (False, True, lambda v: isinstance(v, bool) or (_is_int(v) and 0 <= v <= 2), "true, false, 0, 1 or 2"),
+    "input": (True, False, *_OBJECT),
+    "input.shape": (True, False,
+                    lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(x) and x >= 1 for x in v),
+                    "a list of 3 positive integers (channels, height, width)"),
+    "input.layout": (False, False, lambda v: v in ("NCHW", "NHWC"), '"NCHW" or "NHWC"'),
+    "input.normalization_baked": (False, False, lambda v: isinstance(v, bool), "true or false"),
+    "input.adapter": (False, True, *_OBJECT),
+    "input.adapter.resize": (False, True, *_POSITIVE),
+    "input.adapter.input_channels": (False, True, *_POSITIVE),
+    "classes": (True, False, lambda v: isinstance(v, list) and v != [] and all(isinstance(x, str) for x in v),
+                "a list of class names (strings)"),
+    "num_classes": (True, False, *_POSITIVE),
+    "mean": (True, False, *_NUMBERS),
+    "std": (True, False, _NUMBERS[0], _NUMBERS[1]),
+    "dataset": (False, True, *_OBJECT),
+    "dataset.name": (False, True, *_TEXT),
+    "dataset.data_dir": (False, True, *_TEXT),
+    "dataset.val_size": (False, True, lambda v: _is_int(v) and v >= 0, "a whole number of images"),
+    "dataset.seed": (False, True, *_INT),
+    "dataset.subset": (False, True, *_POSITIVE),
+    "figures": (False, True, lambda v: isinstance(v, dict) and all(x is None or _is_number(x) for x in v.values()),
+                "an object of numbers"),
+    "source": (False, True, *_OBJECT),
+    "weights_sha256": (False, True, *_TEXT),
+}
+
+
+def check_meta(meta: dict) -> str | None:
+    """None when every field in META_FIELDS is present where required and of its type, and the fields agree
+    (one class name per class, one mean and std per input channel, std above 0); else what is wrong."""
+    for field, (required, nullable, test, what) in META_FIELDS.items():
+        *parents, last = field.split(".")
+        where = meta
+        for key in parents:
+            where = where.get(key) if isinstance(where, dict) else None
+        if not isinstance(where, dict):
+            continue  # an optional parent that is absent or null
+        if last not in where:
+            if required:
+                return f"'{field}' is missing (it must be {what})"
+            continue
+        value = where[last]
+        if not ((value is None and nullable) or (value is not None and test(value))):
+            return f"'{field}' is {_kind(value)}, not {what}"
+    channels = meta["input"]["shape"][0]
+    if meta["num_classes"] != len(meta["classes"]):
+        return f"'num_classes' is {meta['num_classes']} but 'classes' names {len(meta['classes'])}"
+    for key in ("mean", "std"):
+        if len(meta[key]) != channels:
+            return f"'{key}' has {len(meta[key])} values, not one per input channel ({channels})"
+    if min(meta["std"]) <= 0:
+        return f"'std' has a value of {min(meta['std'])}, not above 0"
+    if meta.get("loss") is not None:
+        from cnnlab.losses import LOSSES
+
+        if meta["loss"] not in LOSSES:
+            return f"'loss' is {_kind(meta['loss'])}, not one of cnnlab's losses ({', '.join(LOSSES)})"
+    return None
 
 
 def tensors_sha256(named_arrays) -> str:
@@ -137,7 +235,7 @@ def export_metadata(run, fmt: str | None, bake_normalization: bool = False) -> d
         source={"run_dir": str(Path(run.run_dir).resolve()), "run_name": Path(run.run_dir).resolve().name,
                 "checkpoint": run.which, "engine": cfg.engine, "epoch": progress.get("epoch"),
                 "step": progress.get("step"), "checkpoint_cnnlab_version": run.checkpoint.get("cnnlab_version")},
-        tta=bool(cfg.tta),
+        tta=int(cfg.tta),  # the level (0-2), as the run evaluated
         dataset={"name": cfg.dataset, "data_dir": cfg.data_dir, "val_size": cfg.val_size, "seed": cfg.seed,
                  "subset": cfg.subset},
         figures=figures)
@@ -167,13 +265,29 @@ def sniff_format(path) -> str:
         if any(n.endswith("/data.pkl") for n in names):
             raise CnnlabError(f"{path} is a PyTorch checkpoint or pickled state (torch.save), not an exported model: "
                               "give its run directory, or make a file with `cnnlab export RUN_DIR`")
-        raise CnnlabError(f"{path} is a zip archive but neither {' nor '.join('a ' + f.title for f in candidates)} "
-                          "model: give a file written by `cnnlab export`")
+        raise not_a_model(path, f"a zip archive holding no {' or '.join(f.title for f in candidates)} model")
     fallback = next((f for f in candidates if f.recognise is None), None)
     if fallback is None:
-        raise CnnlabError(f"{path} is not a model cnnlab reads ({', '.join(f.title for f in FORMATS.values())}): "
-                          "give a file written by `cnnlab export`")
-    return fallback.name  # a format without a signature: reading it says whether it is one
+        raise not_a_model(path, "its content is none of the formats cnnlab reads")
+    return fallback.name  # a format without a signature: reading it says whether it is one (not_a_model if not)
+
+
+def extension_format(path):
+    """The registered format whose extension `path` has, or None."""
+    ext = Path(str(path)).suffix.lower().lstrip(".")
+    return next((f for f in FORMATS.values() if f.ext == ext), None)
+
+
+def not_a_model(path, why: str) -> CnnlabError:
+    """The one line for a file no registered format reads: it names the file and the format its extension
+    promises (or, without a known extension, the formats cnnlab reads), `why`, and the fix."""
+    fmt = extension_format(path)
+    if fmt is None:
+        return CnnlabError(f"{path} is not a model file cnnlab can read ({why}; cnnlab reads "
+                           f"{', '.join(f.title for f in FORMATS.values())}): give a file written by `cnnlab export`")
+    article = "an" if fmt.title[:1].lower() in "aeio" else "a"
+    return CnnlabError(f"{path} is not {article} {fmt.title} file cnnlab can read ({why}): export the run again "
+                       f"with `cnnlab export RUN_DIR --format {fmt.name}`")
 
 
 def zip_names(path) -> list[str]:
@@ -212,9 +326,11 @@ def read_metadata(path) -> tuple[str, dict]:
 
 def file_split(meta: dict, split: str = "test", data_dir=None, dataset: str | None = None):
     """A split of the dataset an exported file was trained on (its recorded name, validation size, seed and
-    subset), or of `dataset`, which must have the file's image shape and class count."""
+    subset), or of `dataset`, which must have the file's image shape and classes named as the file's (any
+    order, or some of them): the labels are the file's class indices (`cnnlab.evaluate.labels_for_model`)."""
     from cnnlab.data import load_dataset
     from cnnlab.dirs import SPLITS
+    from cnnlab.evaluate import labels_for_model
 
     if split not in SPLITS:
         raise CnnlabError(f"unknown split '{split}': choose {', '.join(SPLITS)}")
@@ -225,16 +341,13 @@ def file_split(meta: dict, split: str = "test", data_dir=None, dataset: str | No
         where = data_dir or (recorded.get("data_dir") if recorded.get("data_dir") and Path(recorded["data_dir"]).is_dir()
                              else None)
         data = load_dataset(recorded["name"], where, recorded.get("val_size"), recorded.get("seed") or 0,
-                            recorded.get("subset"))
+                            recorded.get("subset"), min_classes=1)
         name = recorded["name"]
     else:
-        data, name = load_dataset(dataset, data_dir), dataset
+        data, name = load_dataset(dataset, data_dir, min_classes=1), dataset
     part = getattr(data, split)
     shape = tuple(int(v) for v in meta["input"]["shape"])
     if tuple(part.x.shape[1:]) != shape:
         raise CnnlabError(f"the model takes {'x'.join(map(str, shape))} images but {name} has "
                           f"{'x'.join(map(str, part.x.shape[1:]))}: give a dataset of the shape it was trained on")
-    if len(data.classes) != int(meta["num_classes"]):
-        raise CnnlabError(f"the model scores {meta['num_classes']} classes but {name} has {len(data.classes)}: "
-                          "give a dataset with the classes it was trained on")
-    return part
+    return labels_for_model(part, data.classes, meta["classes"], name)

@@ -16,7 +16,8 @@ import io
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError
 from cnnlab.workflows.export.formats import FORMATS, Format, register_format
-from cnnlab.workflows.export.metadata import META_KEY, meta_json, parse_meta, tensors_sha256
+from cnnlab.workflows.export.metadata import (META_KEY, extension_format, meta_json, not_a_model, parse_meta,
+                                              tensors_sha256)
 from cnnlab.workflows.export.predictor import Predictor, check_io
 
 DEFAULT_OPSET = 17  # ONNX Runtime 1.14+, TensorRT 8.6+, OpenVINO 2023+ and most edge toolchains read it
@@ -114,16 +115,21 @@ def _load_onnx(path_or_bytes, path=None):
     except OSError:
         raise  # a file that cannot be read is the CLI's one line, not a format question
     except Exception as e:  # protobuf's DecodeError, onnx's own errors: not a model, or a damaged one  # noqa: BLE001
-        why = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
-        others = ", ".join(f.title for f in FORMATS.values() if f.name != "onnx")
-        raise CnnlabError(f"{path} is neither an ONNX model nor another format cnnlab reads ({others}), or it is "
-                          f"damaged ({why}): give a file written by `cnnlab export`") from None
+        raise _not_onnx(path, str(e).splitlines()[0][:80] if str(e) else type(e).__name__) from None
+
+
+def _not_onnx(path, why: str) -> CnnlabError:
+    """ONNX has no signature, so it is what a file no other format recognises is read as: a file that is not
+    ONNX either is named by its extension's format, without the ONNX parser's words when that is another."""
+    fmt = extension_format(path)
+    if fmt is None or fmt.name == "onnx":
+        return not_a_model(path, f"not an ONNX graph, or a damaged one: {why}")
+    return not_a_model(path, f"its bytes are none of {', '.join(f.title for f in FORMATS.values())}")
 
 
 def _meta_text(model_proto, path):
     if not model_proto.graph.node:
-        raise CnnlabError(f"{path} is not a model cnnlab reads ({', '.join(f.title for f in FORMATS.values())}), "
-                          "or it is damaged: give a file written by `cnnlab export`")
+        raise _not_onnx(path, "no graph in it")
     return next((p.value for p in model_proto.metadata_props if p.key == META_KEY), None)
 
 

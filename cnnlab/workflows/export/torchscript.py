@@ -48,7 +48,7 @@ def torchscript_bytes(model, meta: dict) -> bytes:
 
 
 def _jit_load(source, device):
-    """(module, metadata JSON text or None) of a TorchScript file or buffer."""
+    """(module, metadata JSON as stored, str or bytes, or None) of a TorchScript file or buffer."""
     import torch
 
     extra = {META_FILE: ""}
@@ -60,8 +60,7 @@ def _jit_load(source, device):
         where = source if isinstance(source, (str, Path)) else "the TorchScript data"
         raise CnnlabError(f"{where} is a damaged TorchScript file ({str(e).splitlines()[0][:80]}): "
                           "export the model again") from None
-    text = extra[META_FILE]
-    return module.eval(), (text.decode() if isinstance(text, bytes) else text) or None
+    return module.eval(), extra[META_FILE] or None  # parse_meta decodes and checks it
 
 
 # ---- the registry's entry ---------------------------------------------------------------------

@@ -16,11 +16,18 @@ per image at batch 1 (in seconds).
 A run directory runs on any runtime: the model is converted in memory with the code `cnnlab export`
 uses. An exported file runs on its own runtime (a safetensors file, which rebuilds the PyTorch model,
 on any).
+
+Results accumulate: `write_bench` merges a bench's rows into the rows the run's bench.csv/bench.json
+(and `out`) already hold, a row per device, runtime, batch size and threads (`merge_bench`). A device
+or runtime that cannot run here never replaces figures measured earlier: they stay, and their `notes`
+say when it was found unavailable and why. A bench whose every device is missing, or that measures
+nothing, is a one-line error that writes nothing. `--devices auto` is the devices this machine has.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import statistics
 import tempfile
@@ -34,13 +41,14 @@ from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import evaluate_logits, predict_logits
 from cnnlab.io import atomic_write_text, write_csv
 from cnnlab.dirs import RunDir, load_run
+from cnnlab.dirs.run import read_bench_rows
 from cnnlab.workflows.export import export_metadata, load_for_runtime, predictor_for_model, prepare
 from cnnlab.workflows.export import FILE_RUNTIMES, NATIVE_RUNTIME, RUNTIMES, file_split, read_metadata, sniff_format
 
 # new columns go at the end, so files read by position keep their meaning
 COLUMNS = ("device", "status", "best_train_acc", "best_train_loss", "best_val_acc", "best_val_loss",
            "train_seconds_5_epochs", "test_acc", "test_loss", "latency_ms_batch1", "batch_size",
-           "latency_ms_per_image_batch", "score", "runtime", "threads", "source")
+           "latency_ms_per_image_batch", "score", "runtime", "threads", "source", "measured_at", "notes")
 DEFAULT_ROUNDS = 7
 
 
@@ -57,7 +65,37 @@ def device_unavailable(name: str) -> str | None:
         return None
     if name == "mps":
         return None if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "no MPS device"
-    raise CnnlabError(f"unknown device '{name}' in --devices: use cpu, cuda, cuda:N or mps, separated by commas")
+    raise CnnlabError(f"unknown device '{name}' in --devices: use auto, cpu, cuda, cuda:N or mps, separated by commas")
+
+
+def parse_devices(devices) -> tuple:
+    """The devices to bench, in order, once each: names (or a comma-separated string); `auto` is the CPU
+    and every accelerator this machine has. An unknown name is an error."""
+    if isinstance(devices, str):
+        devices = devices.split(",")
+    names = []
+    for d in (str(d).strip().lower() for d in devices):
+        if d == "auto":
+            names += [n for n in ("cpu", "cuda", "mps") if device_unavailable(n) is None]
+        elif d:
+            device_unavailable(d)  # an unknown device name is an error before any work
+            names.append(d)
+    if not names:
+        raise CnnlabError("--devices is empty: give e.g. cpu,cuda or auto")
+    return tuple(dict.fromkeys(names))
+
+
+def check_devices(devices) -> dict:
+    """{device: why it cannot run here} for the missing ones; every one missing is an error."""
+    missing = {d: why for d in devices if (why := device_unavailable(d))}
+    if missing and len(missing) == len(devices):
+        what = ", ".join(missing)
+        why = "; ".join(missing.values()) if len(set(missing.values())) == 1 else \
+            "; ".join(f"{d}: {w}" for d, w in missing.items())
+        raise CnnlabError(f"{what} {'is' if len(missing) == 1 else 'are'} not available on this machine ({why}): "
+                          "bench on --devices cpu (or auto: the devices this machine has), or on a machine with "
+                          f"{what}; nothing was written")
+    return missing
 
 
 @torch.no_grad()
@@ -146,8 +184,8 @@ def parse_runtimes(runtimes) -> tuple:
 def bench_run(run_dir, devices=("cpu", "cuda"), batch_size: int = 256, do_train: bool = False, write: bool = True,
               data_dir=None, runtimes=None, rounds: int = DEFAULT_ROUNDS, out=None, threads: int | None = None) -> list[dict]:
     """One row per device and runtime. `run_dir` is a run directory or a file `cnnlab export` wrote.
-    `threads` sets the CPU threads of every runtime (default: PyTorch's). With `write`, a run's rows go
-    to RUN_DIR/bench.csv and bench.json (and to `out`, a CSV path, when given)."""
+    `threads` sets the CPU threads of every runtime (default: PyTorch's). With `write`, a run's rows are
+    merged into RUN_DIR/bench.csv and bench.json (and into `out`, a CSV path, when given): `write_bench`."""
     if batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {batch_size}")
     if rounds < 1:
@@ -164,8 +202,10 @@ def bench_run(run_dir, devices=("cpu", "cuda"), batch_size: int = 256, do_train:
 
 
 def _bench(run_dir, devices, batch_size, do_train, write, data_dir, runtimes, rounds, out) -> list[dict]:
-    for name in devices:
-        device_unavailable(name)  # an unknown device name is an error before any work
+    devices = parse_devices(devices)
+    check_devices(devices)
+    if write:
+        bench_files(run_dir, out)  # a damaged bench file is an error before any work, not after it
     is_run = RunDir(run_dir).is_run()
     if is_run:
         runtimes = parse_runtimes(runtimes or ("torch",))
@@ -198,6 +238,7 @@ def _bench(run_dir, devices, batch_size, do_train, write, data_dir, runtimes, ro
         raise CnnlabError(f"the test split of {meta['dataset']['name']} is empty: nothing to benchmark")
     images = test.x[:batch_size]
     rows, preds = [], {}
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     for name in devices:
         why = device_unavailable(name)
         train_s = None
@@ -205,7 +246,8 @@ def _bench(run_dir, devices, batch_size, do_train, write, data_dir, runtimes, ro
             train_s = _train_seconds(run.config, name)
         for runtime in runtimes:
             row = {c: None for c in COLUMNS}
-            row.update(device=name, **best, runtime=runtime, source=source, train_seconds_5_epochs=train_s)
+            row.update(device=name, **best, runtime=runtime, source=source, train_seconds_5_epochs=train_s,
+                       measured_at=now)
             rows.append(row)
             if why:
                 row["status"] = f"unavailable: {why}"
@@ -222,6 +264,9 @@ def _bench(run_dir, devices, batch_size, do_train, write, data_dir, runtimes, ro
             row.update(status="ok", test_acc=res["accuracy"], test_loss=res["loss"], batch_size=int(images.shape[0]),
                        threads=pred.threads if pred.device.type == "cpu" else None)
             preds[len(rows) - 1] = pred
+    if not preds:
+        raise CnnlabError("nothing could be measured (" + "; ".join(f"{r['device']} {r['runtime']}: {r['status']}"
+                                                                   for r in rows) + "); nothing was written")
     fns = {}
     for i, pred in preds.items():
         x = prepare(images, *pred.norm())
@@ -241,16 +286,71 @@ def _bench(run_dir, devices, batch_size, do_train, write, data_dir, runtimes, ro
     return rows
 
 
-def write_bench(target, rows: list[dict], out=None) -> list[str]:
-    """bench.csv and bench.json: in the run directory (for a run), and at `out` (a CSV path; JSON beside it)."""
-    written = []
+def bench_files(target, out=None) -> list[tuple]:
+    """(CSV path, JSON path, the rows there, whether rows of several sources share them, write(rows)) for
+    each place a bench of `target` writes: the run's bench.csv/bench.json (for a run) and `out` (a CSV;
+    JSON beside it). A JSON file there that does not hold bench rows is a one-line error."""
+    places = []
     if RunDir(target).is_run():
         rd = RunDir(target)
-        rd.write_bench(rows, COLUMNS)
-        written += [str(rd.bench_csv), str(rd.bench_json)]
+        places.append((rd.bench_csv, rd.bench_json, rd.read_bench(), False,
+                       lambda rows: rd.write_bench(rows, COLUMNS)))
     if out is not None:
         out = Path(out)
-        write_csv(out, COLUMNS, [[r.get(c, "") for c in COLUMNS] for r in rows])
-        atomic_write_text(out.with_suffix(".json"), json.dumps(rows, indent=2, default=str) + "\n")
-        written += [str(out), str(out.with_suffix(".json"))]
-    return written
+
+        def write_out(rows):
+            write_csv(out, COLUMNS, [[r.get(c, "") for c in COLUMNS] for r in rows])
+            atomic_write_text(out.with_suffix(".json"), json.dumps(rows, indent=2, default=str) + "\n")
+
+        places.append((out, out.with_suffix(".json"), read_bench_rows(out.with_suffix(".json")), True, write_out))
+    return places
+
+
+def merge_bench(old: list[dict], new: list[dict], by_source: bool = False) -> tuple[list[dict], list[str]]:
+    """(rows, what was kept): `old` with `new` merged in. A row is one device, runtime, batch size and thread
+    count (and source, `by_source`): a measured new row replaces the old one in place (keeping a training
+    time the new bench did not measure) or is added; an unavailable one replaces only an unavailable
+    row, never measured figures, which stay with a note of when and why the device was unavailable."""
+    def group(r):
+        return (str(Path(r.get("source") or "").resolve()) if by_source else None, r.get("device"),
+                r.get("runtime") or "torch")
+
+    def same(r):
+        return group(r) + (r.get("batch_size"), r.get("threads"))
+
+    rows, kept = [dict(r) for r in old], []
+    for r in new:
+        g = group(r)
+        measured = [o for o in rows if group(o) == g and o.get("status") == "ok"]
+        if r["status"] != "ok" and measured:
+            for o in measured:
+                o["notes"] = (f"{r['status']} (bench of {r.get('measured_at')}); these figures are from "
+                              f"{o.get('measured_at') or 'an earlier bench'}")
+                kept.append(f"{o['device']} ({o.get('runtime') or 'torch'}, batch {o.get('batch_size')}): kept the "
+                            f"figures measured {'at ' + o['measured_at'] if o.get('measured_at') else 'earlier'}")
+            continue
+        if r["status"] == "ok":
+            hits = [i for i, o in enumerate(rows) if same(o) == same(r) or (group(o) == g and o.get("status") != "ok")]
+            earlier = next((rows[i] for i in hits if rows[i].get("status") == "ok"), None)
+            if earlier and r.get("train_seconds_5_epochs") is None:
+                r = {**r, "train_seconds_5_epochs": earlier.get("train_seconds_5_epochs")}
+        else:
+            hits = [i for i, o in enumerate(rows) if group(o) == g]
+        if hits:
+            rows[hits[0]] = r
+            rows = [o for i, o in enumerate(rows) if i not in hits[1:]]
+        else:
+            rows.append(r)
+    return rows, kept
+
+
+def write_bench(target, rows: list[dict], out=None) -> tuple[list[str], list[str]]:
+    """(files written, what was kept): `rows` merged (`merge_bench`) into the bench files of `target`, a run
+    directory (RUN_DIR/bench.csv and bench.json), and into `out` (a CSV path; JSON beside it), each atomically."""
+    written, kept = [], []
+    for csv_path, json_path, old, by_source, write in bench_files(target, out):
+        merged, note = merge_bench(old, rows, by_source)
+        write(merged)
+        kept += [f"{line} in {json_path}" for line in note]
+        written += [str(csv_path), str(json_path)]
+    return written, kept

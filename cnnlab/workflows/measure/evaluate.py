@@ -5,9 +5,13 @@
     info = predict_run("model.onnx")                 # an exported file, on its runtime: ./predictions.csv
 
 Both load the run (`cnnlab.dirs.load_run`), its dataset with the run's own seeded split,
-evaluate with the run's test-time augmentation, and write through the RunDir. An exported file
-(`cnnlab export`) carries the same facts in its metadata, so it predicts without its run directory,
-on ONNX Runtime, TorchScript, Keras or (safetensors) PyTorch.
+evaluate with the run's test-time augmentation and normalisation, and write through the RunDir. An
+exported file (`cnnlab export`) carries the same facts in its metadata, so it predicts without its run
+directory, on ONNX Runtime, TorchScript, Keras or (safetensors) PyTorch.
+
+The dataset's labels are matched to the model's recorded class names (`cnnlab.evaluate.labels_for_model`,
+through `LoadedRun.split` and `file_split`): another order or a subset of the classes is scored right,
+per-class figures and predictions are in the model's classes, and unknown classes are refused.
 """
 
 from __future__ import annotations
@@ -42,6 +46,15 @@ def is_exported_file(path) -> bool:
     return not RunDir(p).is_run() and not p.is_dir() and p.exists()
 
 
+def refuse_checkpoint(path, checkpoint):
+    """A checkpoint asked of an exported file is a one-line error: the file holds the weights it was
+    exported with, so best or last would be silently ignored."""
+    if checkpoint is not None:
+        raise CnnlabError(f"--checkpoint applies to a run directory, but {path} is an exported model file, which holds "
+                          "one set of weights: leave --checkpoint out, or export the other weights with "
+                          f"`cnnlab export RUN_DIR --checkpoint {checkpoint}`")
+
+
 def file_device(path, device="auto", runtime=None):
     """The device for an exported file: `auto` is CUDA only where the file's runtime can use it."""
     if device != "auto":
@@ -57,21 +70,23 @@ def evaluate_file(path, split: str = "test", data_dir=None, device="auto", datas
     """Accuracy, loss, per-class accuracy and confusion of an exported file on a split (nothing written)."""
     pred = load_for_runtime(path, runtime, file_device(path, device, runtime))
     data = file_split(pred.meta, split, data_dir, dataset)
-    logits = predict_logits(pred, data, *pred.norm(), device=pred.input_device, tta=bool(pred.meta.get("tta")))
+    logits = predict_logits(pred, data, *pred.norm(), device=pred.input_device, tta=int(pred.meta.get("tta") or 0))
     result = evaluate_logits(logits, data.y, int(pred.meta["num_classes"]), pred.meta.get("loss") or "softmax")
     result.update(split=split, model_file=str(path), runtime=pred.runtime, classes=pred.meta["classes"])
     return result
 
 
-def predict_run(run_dir, split: str = "test", checkpoint: str = "best", out=None, names: bool = False,
+def predict_run(run_dir, split: str = "test", checkpoint: str | None = None, out=None, names: bool = False,
                 data_dir=None, device="auto", dataset=None) -> dict:
     """predictions.csv of a run directory (RUN_DIR/predictions.csv) or of an exported file
-    (./predictions.csv unless `out`); `dataset` predicts a file on another dataset of the same shape."""
+    (./predictions.csv unless `out`); `dataset` predicts a file on another dataset of the same shape.
+    `checkpoint` (best, the default, or last) applies to a run directory only."""
     if is_exported_file(run_dir):
+        refuse_checkpoint(run_dir, checkpoint)
         return _predict_file(run_dir, split, out, names, data_dir, device, dataset)
     if dataset is not None:
         raise CnnlabError("--dataset applies to an exported model file; a run directory predicts on its own dataset")
-    run = load_run(run_dir, checkpoint)
+    run = load_run(run_dir, checkpoint or "best")
     data = run.split(split, data_dir)
     dev = resolve_device(device)
     d = run.data
@@ -84,7 +99,7 @@ def predict_run(run_dir, split: str = "test", checkpoint: str = "best", out=None
 def _predict_file(path, split, out, names, data_dir, device, dataset) -> dict:
     pred = load_for_runtime(path, None, file_device(path, device))
     data = file_split(pred.meta, split, data_dir, dataset)
-    logits = predict_logits(pred, data, *pred.norm(), device=pred.input_device, tta=bool(pred.meta.get("tta")))
+    logits = predict_logits(pred, data, *pred.norm(), device=pred.input_device, tta=int(pred.meta.get("tta") or 0))
     labels = logits.argmax(1).tolist()
     if names:
         labels = [pred.meta["classes"][p] for p in labels]

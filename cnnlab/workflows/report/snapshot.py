@@ -110,17 +110,17 @@ def read_run(run_dir, label: str | None = None) -> RunFiles:
             setattr(files, attr, rd.read_json(path))
         except CnnlabError as e:
             files.notes[attr] = str(e)
-    try:
-        files.metrics = [m for m in rd.read_metrics() if "epoch" in m]
-        files.iterations = [r for r in rd.read_iterations() if "step" in r]
-    except (ValueError, OSError) as e:
-        files.notes["metrics"] = f"the metrics files could not be read ({e})"
+    for attr, read, key in (("metrics", rd.read_metrics, "epoch"), ("iterations", rd.read_iterations, "step")):
+        try:
+            setattr(files, attr, [r for r in read() if key in r])
+        except (CnnlabError, OSError) as e:  # a damaged file: its line and value, in the notes
+            files.notes[attr] = str(e)
     files.log = rd.read_log()
     files.state = rd.status()
     if not files.metrics and "metrics" not in files.notes:
         files.notes["metrics"] = ("no epoch has finished yet (metrics.csv is missing or empty), so there are no "
                                   "accuracy curves")
-    if not files.iterations and not files.metrics:
+    if not files.iterations and not files.metrics and "iterations" not in files.notes:
         files.notes["iterations"] = "no training step was recorded (iterations.csv is missing or empty)"
     if files.summary is None and "summary" not in files.notes:
         files.notes["summary"] = (f"the run {files.short_status} (no summary.json), so it has no final test result; "

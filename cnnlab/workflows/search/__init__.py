@@ -10,7 +10,8 @@ Inside (each module imports only those above it in this list):
     space.py           Search, load_search, spec_text, sample   the search file's schema and its space
     optuna_adapter.py  open_storage, open_study, fail_dead       Optuna on its public API: storage, samplers,
                                                                   pruner, the trials of killed workers
-    worker.py          work, PruneReport, candidate_cost        one worker's loop: sample, cost, train
+    worker.py          work, open_search, PruneReport,          one worker's loop: sample, cost, train;
+                       candidate_cost                            open_search: dataset, then storage, study
     results.py         finish, pareto_figure                    trials.csv, Pareto front, best.yaml / best.json
 
 Every file of a search directory is named by `cnnlab.dirs.search.SearchDir`. Storage is Optuna's
@@ -22,9 +23,9 @@ from cnnlab.workflows.search.objectives import OBJECTIVES, Objective, objective,
 from cnnlab.workflows.search.optuna_adapter import finished, open_storage, open_study, running, storage_url
 from cnnlab.workflows.search.results import error_cycles_front, finish, pareto_figure, plot_pareto
 from cnnlab.workflows.search.space import KEYS, SAMPLERS, Search, load_search, spec_text
-from cnnlab.workflows.search.worker import PruneReport, candidate_cost, measure_latency_ms, work
+from cnnlab.workflows.search.worker import PruneReport, candidate_cost, measure_latency_ms, open_search, work
 
 __all__ = ["KEYS", "OBJECTIVES", "SAMPLERS", "Objective", "PruneReport", "Search", "candidate_cost",
            "error_cycles_front", "finish", "finished", "load_search", "measure_latency_ms",
-           "objective", "objective_values", "open_storage", "open_study", "pareto_figure", "plot_pareto",
-           "running", "spec_text", "storage_url", "work"]
+           "objective", "objective_values", "open_search", "open_storage", "open_study", "pareto_figure",
+           "plot_pareto", "running", "spec_text", "storage_url", "work"]

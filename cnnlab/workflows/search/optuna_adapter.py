@@ -8,14 +8,23 @@
 Storage is an `optuna.storages.RDBStorage` with heartbeats: a worker's running trial records one
 every stale_after / 4 seconds. A trial whose heartbeat is older than `stale_after` belonged to a
 killed worker: `optuna.storages.fail_stale_trials` fails it and Optuna's retry callback queues
-its parameters again. A worker killed after Optuna created a trial but before the trial recorded
-a heartbeat leaves a RUNNING trial Optuna cannot see as stale; such a trial has no `started` mark
-(mark_started records a heartbeat before the mark), so `fail_dead` fails it with `Study.tell`.
+its parameters again, once: only the worker whose write failed the trial queues the retry, and
+only one worker takes a queued trial. Optuna makes both a read-check-write of the trial's row,
+atomic on PostgreSQL (row locks); on SQLite every transaction here begins IMMEDIATE (it takes
+the write lock before it reads), without which two workers resuming a killed 2-worker search both
+failed each dead trial (two retries of each) and both took one retry (one trial trained twice).
+A worker killed after Optuna created a trial but before the trial recorded a heartbeat leaves a
+RUNNING trial Optuna cannot see as stale; such a trial has no `started` mark (mark_started
+records a heartbeat before the mark), so `fail_dead` fails it with `Study.tell`.
+
+A failed start writes nothing: open_storage removes the search directory it created for search.db
+when the storage cannot be opened.
 """
 
 from __future__ import annotations
 
 import datetime
+import shutil
 import time
 
 from cnnlab.errors import CnnlabError
@@ -37,11 +46,17 @@ def load_optuna():
     return optuna
 
 
+STORAGE_HELP = "use sqlite:///PATH/search.db or postgresql://USER@HOST/DB"
+
+
 def storage_url(search, storage: str | None) -> str:
     """The storage URL: SQLite in the search directory by default. A postgresql:// URL uses the
-    psycopg (3) driver when psycopg2 is not installed."""
+    psycopg (3) driver when psycopg2 is not installed. Text that is no URL is a one-line error."""
     if not storage:
         return search.dir.sqlite_url()
+    scheme, sep, rest = storage.partition("://")
+    if not sep or not scheme or not rest:
+        raise CnnlabError(f"--storage {storage!r} is not a database URL: {STORAGE_HELP}")
     for scheme in ("postgresql://", "postgres://"):
         if storage.startswith(scheme):
             try:
@@ -51,30 +66,68 @@ def storage_url(search, storage: str | None) -> str:
     return storage
 
 
+def begin_immediate(engine):
+    """Every transaction on this SQLite engine begins IMMEDIATE (SQLAlchemy's recipe for pysqlite:
+    the driver's own transaction handling off, BEGIN emitted on SQLAlchemy's begin), so a
+    transaction that reads a trial's state and then writes it holds the write lock throughout."""
+    from sqlalchemy import event
+
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+
+
 def open_storage(search, storage: str | None = None):
-    """The RDBStorage at `storage` (a URL; None: search.db), with heartbeats and retries of stale trials."""
+    """The RDBStorage at `storage` (a URL; None: search.db), with heartbeats and retries of stale
+    trials. When it cannot be opened: a one-line error, and the search directory is removed if
+    this call created it (for search.db)."""
     optuna = load_optuna()
     url = storage_url(search, storage)
-    if url.startswith("sqlite:///"):
+    own = url == search.dir.sqlite_url()  # search.db in the search directory
+    created = None  # the first folder of search.out this call creates
+    if own:
+        created = next((p for p in reversed([search.out, *search.out.parents]) if not p.exists()), None)
         search.out.mkdir(parents=True, exist_ok=True)
+    sqlite = url.startswith("sqlite")
     try:
         retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # Optuna >= 4.9
         callback = {"heartbeat_stale_trial_callback": retry(max_retry=2)} if retry else \
             {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
-        return optuna.storages.RDBStorage(
+        rdb = optuna.storages.RDBStorage(
             url, heartbeat_interval=max(1, int(search.stale_after / 4)), grace_period=int(search.stale_after),
-            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}, **callback)
-    except Exception as e:  # a bad URL, an unreachable server, a missing driver
-        raise CnnlabError(f"cannot open the search storage {url.split('@')[-1]}: {str(e).splitlines()[0]}") from None
+            engine_kwargs={"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {}, **callback)
+    except Exception as e:  # a bad URL, an unreachable server, a missing driver, a file that is no database
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        where = url.split("@")[-1]
+        if not storage:
+            fix = f"move {search.dir.storage_file} away to start the search afresh"
+        else:
+            fix = f"check --storage ({STORAGE_HELP})" + ("" if sqlite else " and that its server is reachable")
+        raise CnnlabError(f"cannot open the search storage {where}: {str(e).splitlines()[0]}; {fix}") from None
+    if sqlite:
+        begin_immediate(rdb.engine)
+    return rdb
+
+
+def sampler_seed(search, worker: int, previous: int) -> int:
+    """The sampler seed of worker `worker` joining a study that holds `previous` trials: a new seed
+    for each worker and for each time the search is run again. A resumed search seeded as its first
+    run proposed its first run's candidates again, which trained as duplicates of finished trials."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([search.seed, worker, previous]).generate_state(1)[0])
 
 
 def open_study(search, storage=None, worker: int = 0):
     """The Optuna study (created or loaded) on `storage`: a URL, None (search.db) or an RDBStorage
-    from open_storage. Each worker's sampler has its own seed (seed + 1000 x worker): with the same
-    seed, workers would propose the same candidates."""
+    from open_storage. Each worker's sampler has its own seed (sampler_seed): with the same seed,
+    workers would propose the same candidates."""
     optuna = load_optuna()
     rdb = storage if isinstance(storage, optuna.storages.RDBStorage) else open_storage(search, storage)
-    seed = search.seed + 1000 * worker
+    try:
+        previous = rdb.get_n_trials(rdb.get_study_id_from_name(search.path.stem))
+    except KeyError:  # a new study
+        previous = 0
+    seed = sampler_seed(search, worker, previous)
     if len(search.objectives) > 1 or search.sampler == "nsga2":
         sampler = optuna.samplers.NSGAIISampler(seed=seed)
     elif search.sampler == "random":
@@ -83,8 +136,18 @@ def open_study(search, storage=None, worker: int = 0):
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(8, max(2, search.trials // 3)))
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if search.prune else \
         optuna.pruners.NopPruner()
-    return optuna.create_study(study_name=search.path.stem, storage=rdb, sampler=sampler, pruner=pruner,
-                               directions=search.directions, load_if_exists=True)
+    study = optuna.create_study(study_name=search.path.stem, storage=rdb, sampler=sampler, pruner=pruner,
+                                directions=search.directions, load_if_exists=True)
+    have = study.user_attrs.get("objectives")
+    if have is None and [d.name.lower() for d in study.directions] == search.directions:
+        study.set_user_attr("objectives", search.objectives)  # the first run, or a study from before this mark
+        have = search.objectives
+    if have != search.objectives:  # Optuna loads a study as it was created: its trials would fail one by one
+        was = ", ".join(have) if have else f"{len(study.directions)} objective(s)"
+        raise CnnlabError(f"the search's study '{study.study_name}' optimises {was}, but {search.path} asks for "
+                          f"{', '.join(search.objectives)}: give the changed search a new --out (or --storage), or "
+                          "put its objective back")
+    return study
 
 
 def mark_started(study, rdb, trial):

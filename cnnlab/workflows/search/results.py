@@ -35,6 +35,7 @@ def trial_rows(trials) -> list[dict]:
                      "energy_mj": a.get("energy_mj"), "peak_activation": a.get("peak_activation"),
                      "val_error": a.get("error"), "metric": metric(a) if a.get("error") is not None else None,
                      "values": ";".join(f"{v:.6g}" for v in (t.values or [])), "infeasible": a.get("infeasible", ""),
+                     "duplicate_of": a.get("duplicate"),
                      "train_seconds": a.get("train_seconds"), "worker": a.get("worker"),
                      "run_dir": a.get("run_dir", ""), **t.params})
     return rows
@@ -79,8 +80,10 @@ def finish(search: Search, storage: str | None = None, data_dir=None, log=print)
             "test_metric": metric({**a, "error": test_error}),
             "objectives": search.objectives, "values": chosen.values, "run_dir": a["run_dir"],
             "trials": len(trials), "complete": len(done),
-            "pruned": sum(t.state == TrialState.PRUNED and "infeasible" not in t.user_attrs for t in trials),
+            "pruned": sum(t.state == TrialState.PRUNED and not {"infeasible", "duplicate"} & set(t.user_attrs)
+                          for t in trials),
             "infeasible": sum("infeasible" in t.user_attrs for t in trials),
+            "duplicates": sum("duplicate" in t.user_attrs for t in trials),
             "pareto": [t.number for t in front]}
     sd.write_best(best)
     log(f"best trial {chosen.number}: {a['model']} - validation error {a['error']:.2f}%, test error "

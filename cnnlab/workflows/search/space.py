@@ -28,11 +28,14 @@ A search file is YAML:
     seed: 0
     stale_after: 30             # a trial whose worker went silent this long (killed) is run again
 
-Every problem in the file is one line naming it (a CnnlabError). docs/search.md describes each key.
+Every problem in the file is one line naming it, with the file's line and key (a CnnlabError), before
+anything is written: each distribution is checked as Optuna will draw it (bounds, step, log), and a
+distribution under `train` against its config key's type and range. docs/search.md describes each key.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from dataclasses import dataclass, field
@@ -77,72 +80,183 @@ class Search:
         return [OBJECTIVES[o].direction for o in self.objectives]
 
 
-def check_dist(name, d, where):
-    """A one-line error unless `d` is {choices: [...]}, {int: [lo, hi]} or {float: [lo, hi]}."""
-    if not isinstance(d, dict) or len({"choices", "int", "float"} & set(d)) != 1:
-        raise CnnlabError(f"{where}: '{name}' must be {{choices: [...]}}, {{int: [lo, hi]}} or {{float: [lo, hi]}}")
-    if "choices" in d:
-        if not isinstance(d["choices"], list) or not d["choices"]:
-            raise CnnlabError(f"{where}: '{name}' choices must be a non-empty list")
-        return
-    kind = "int" if "int" in d else "float"
-    lo_hi = d[kind]
-    if not (isinstance(lo_hi, list) and len(lo_hi) == 2 and all(isinstance(v, (int, float)) for v in lo_hi)
-            and lo_hi[0] <= lo_hi[1]):
-        raise CnnlabError(f"{where}: '{name}' {kind} range must be [low, high] with low <= high, got {lo_hi!r}")
-    if d.get("log") and lo_hi[0] <= 0:
-        raise CnnlabError(f"{where}: '{name}' has log: true, so its range must be positive")
+class Where:
+    """Names a place in the search file for an error line: "FILE line N: space.train.lr"."""
+
+    def __init__(self, path: Path):
+        import yaml
+
+        self.path, self.lines = path, {}
+        try:
+            self._walk(yaml.compose(path.read_text()), ())
+        except (OSError, yaml.YAMLError):  # changed since it was read: the lines are left out
+            self.lines = {}
+
+    def _walk(self, node, keys):
+        import yaml
+
+        if isinstance(node, yaml.MappingNode) and len(keys) < 4:
+            for k, v in node.value:
+                self.lines[keys + (str(k.value),)] = k.start_mark.line + 1
+                self._walk(v, keys + (str(k.value),))
+
+    def __call__(self, *keys) -> str:
+        keys = tuple(str(k) for k in keys)
+        for n in range(len(keys), 0, -1):
+            if keys[:n] in self.lines:
+                return f"{self.path} line {self.lines[keys[:n]]}: {'.'.join(keys)}"
+        return f"{self.path}: {'.'.join(keys)}" if keys else str(self.path)
+
+
+DIST_OPTIONS = {"choices": set(), "int": {"step", "log"}, "float": {"step", "log"}}
+FORMS = "{choices: [a, b, ...]}, {int: [low, high]} or {float: [low, high]} (with step: or log: true)"
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_dist(d, where: str) -> list:
+    """Raise a one-line error unless `d` is a distribution Optuna can draw from: {choices: [...]},
+    {int: [low, high]} or {float: [low, high]}, optionally with step or log. Returns the values
+    that bound it (the choices, or low and high) for the checks of the key it sets."""
+    if not isinstance(d, dict) or len(set(DIST_OPTIONS) & set(d)) != 1:
+        raise CnnlabError(f"{where} must be {FORMS}, got {d!r}")
+    kind = next(k for k in DIST_OPTIONS if k in d)
+    extra = sorted(set(d) - {kind} - DIST_OPTIONS[kind])
+    if extra:
+        takes = f"takes {' and '.join(sorted(DIST_OPTIONS[kind]))}" if DIST_OPTIONS[kind] else "takes no other key"
+        raise CnnlabError(f"{where}: unknown key '{extra[0]}' ({kind} {takes})")
+    if kind == "choices":
+        choices = d["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise CnnlabError(f"{where}: choices must be a non-empty list, e.g. [8, 16, 32], got {choices!r}")
+        for c in choices:
+            if c is not None and not isinstance(c, (str, int, float)):
+                raise CnnlabError(f"{where}: each choice must be a number, a string, true/false or null, got {c!r}")
+        return list(choices)
+    lo_hi, word = d[kind], "whole numbers" if kind == "int" else "numbers"
+    if not (isinstance(lo_hi, list) and len(lo_hi) == 2 and all(_number(v) for v in lo_hi)
+            and (kind == "float" or all(float(v).is_integer() for v in lo_hi))):
+        raise CnnlabError(f"{where}: {kind} must be [low, high], two {word}, got {lo_hi!r}")
+    lo, hi = lo_hi
+    if lo > hi:
+        raise CnnlabError(f"{where}: {kind} range [{lo}, {hi}] has low > high: write it as [{hi}, {lo}]")
+    log, step = d.get("log", False), d.get("step")
+    if not isinstance(log, bool):
+        raise CnnlabError(f"{where}: log must be true or false, got {log!r}")
+    if log and lo <= 0:
+        raise CnnlabError(f"{where}: log: true needs a positive range, got low = {lo}: use e.g. [{hi / 100:g}, {hi:g}]"
+                          if hi > 0 else f"{where}: log: true needs a positive range, got [{lo}, {hi}]")
+    if step is not None:
+        if not _number(step) or step <= 0 or (kind == "int" and not float(step).is_integer()):
+            whole = "whole " if kind == "int" else ""
+            raise CnnlabError(f"{where}: step must be a positive {whole}number, got {step!r}")
+        if log:
+            raise CnnlabError(f"{where}: step and log: true cannot go together: drop one")
+        if hi > lo and step > hi - lo:
+            raise CnnlabError(f"{where}: step {step} is larger than the range [{lo}, {hi}]: use a step of at most "
+                              f"{hi - lo:g}, or widen the range")
+        steps = (hi - lo) / step
+        if abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
+            top = lo + math.floor(steps) * step
+            raise CnnlabError(f"{where}: the range [{lo}, {hi}] is not a whole number of steps of {step}: use "
+                              f"high = {top:g} or {top + step:g}")
+    return [float(lo), float(hi)] if kind == "float" else [int(lo), int(hi)]
+
+
+def check_train_values(key: str, values: list, where: str):
+    """Every value `values` bounds must suit the training config key `key` (its type and range)."""
+    from cnnlab.config import check_type
+    from cnnlab.train.validate import RANGES
+
+    for v in values:
+        v = check_type(key, v, where)
+        ok, what = RANGES.get(key, (None, None))
+        if ok is not None and v is not None and not ok(v):
+            raise CnnlabError(f"{where}: {key} must be {what}, and this range holds {v!r}")
+
+
+def _mapping(d, key, where: str) -> dict:
+    v = d.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise CnnlabError(f"{where} must be a mapping of keys to values, got {v!r}")
+    return dict(v)
 
 
 def load_search(path, out=None, trials: int | None = None) -> Search:
-    """The search file, checked whole before anything runs (one line naming the problem)."""
+    """The search file, checked whole before anything runs (one line naming the problem, with the
+    file's line and key). `trials` (the --trials flag) replaces the file's `trials`."""
     path = Path(path)
+    if path.is_dir():
+        raise CnnlabError(f"{path} is a directory: give the search file (YAML), e.g. examples/search-competition.yaml")
     d = load_yaml_mapping(path, "search file")
-    unknown = sorted(set(d) - KEYS)
+    at = Where(path)
+    unknown = sorted(str(k) for k in set(d) - KEYS)
     if unknown:
-        raise CnnlabError(f"{path}: unknown key '{unknown[0]}' (a search file has {', '.join(sorted(KEYS))})")
-    base = dict(d.get("base") or {})
+        raise CnnlabError(f"{at(unknown[0])}: unknown key (a search file has {', '.join(sorted(KEYS))})")
+    base = _mapping(d, "base", at("base"))
     if "recipe" in base:
         from cnnlab.recipes import load_recipe
 
         base = {**load_recipe(base.pop("recipe")), **base}
-    space = d.get("space") or {}
-    if not isinstance(space, dict) or not isinstance(space.get("spec"), str):
-        raise CnnlabError(f"{path}: 'space' needs 'spec', a model spec with {{name}} placeholders")
-    params, train = dict(space.get("params") or {}), dict(space.get("train") or {})
-    for name, dist in {**params, **train}.items():
-        check_dist(name, dist, str(path))
-    fields = {f for _, f, _, _ in string.Formatter().parse(space["spec"]) if f}
-    if fields - set(params):
-        raise CnnlabError(f"{path}: the spec uses {{{sorted(fields - set(params))[0]}}}, which space.params does not define")
-    if set(params) - fields:
-        raise CnnlabError(f"{path}: space.params defines '{sorted(set(params) - fields)[0]}', which the spec never uses")
+    space = _mapping(d, "space", at("space"))
+    if not isinstance(space.get("spec"), str):
+        raise CnnlabError(f"{at('space')} needs 'spec', a model spec with {{name}} placeholders")
+    params, train = _mapping(space, "params", at("space", "params")), _mapping(space, "train", at("space", "train"))
+    for name, dist in params.items():
+        check_dist(dist, at("space", "params", str(name)))
     bad = sorted(set(train) - set(TrainConfig.__dataclass_fields__))
     if bad:
-        raise CnnlabError(f"{path}: space.train searches '{bad[0]}', which is not a training config key")
+        raise CnnlabError(f"{at('space', 'train', str(bad[0]))}: not a training config key, so it cannot be searched "
+                          "(`cnnlab train --help` lists them)")
+    for key, dist in train.items():
+        where = at("space", "train", key)
+        check_train_values(key, check_dist(dist, where), where)
+    fields = {f for _, f, _, _ in string.Formatter().parse(space["spec"]) if f}
+    if fields - set(params):
+        raise CnnlabError(f"{at('space', 'spec')}: the spec uses {{{sorted(fields - set(params))[0]}}}, which "
+                          "space.params does not define")
+    if set(params) - fields:
+        raise CnnlabError(f"{at('space', 'params')}: space.params defines '{sorted(set(params) - fields)[0]}', which "
+                          "the spec never uses")
     objectives = d.get("objective", "competition")
-    objectives = [objectives] if isinstance(objectives, str) else list(objectives)
+    objectives = [objectives] if isinstance(objectives, str) else objectives
+    if not isinstance(objectives, list) or not objectives:
+        raise CnnlabError(f"{at('objective')} must be an objective's name or a list of names: choose from "
+                          f"{', '.join(OBJECTIVES)}")
     for o in objectives:
         if o not in OBJECTIVES:
-            raise CnnlabError(f"{path}: unknown objective '{o}': choose from {', '.join(OBJECTIVES)}")
-    constraints = dict(d.get("constraints") or {})
+            raise CnnlabError(f"{at('objective')}: unknown objective '{o}': choose from {', '.join(OBJECTIVES)}")
+    constraints = _mapping(d, "constraints", at("constraints"))
     if set(constraints) - set(CONSTRAINTS):
-        raise CnnlabError(f"{path}: constraints take max_activation (bytes) and max_params")
+        raise CnnlabError(f"{at('constraints')}: constraints take max_activation (bytes) and max_params")
+    for key, v in constraints.items():
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
+            raise CnnlabError(f"{at('constraints', key)} must be a positive whole number, got {v!r}")
     sampler = d.get("sampler", "tpe" if len(objectives) == 1 else "nsga2")
     if sampler not in SAMPLERS:
-        raise CnnlabError(f"{path}: unknown sampler '{sampler}': choose from {', '.join(SAMPLERS)}")
+        raise CnnlabError(f"{at('sampler')}: unknown sampler '{sampler}': choose from {', '.join(SAMPLERS)}")
     n = trials if trials is not None else d.get("trials", 20)
-    if not isinstance(n, int) or n < 1:
-        raise CnnlabError(f"{path}: trials must be a positive integer, got {n!r}")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        where = "--trials" if trials is not None else at("trials")
+        raise CnnlabError(f"{where} must be a positive integer (finished trials to reach), got {n!r}")
     stale = d.get("stale_after", 30)
-    if not isinstance(stale, (int, float)) or stale < 2:
-        raise CnnlabError(f"{path}: stale_after must be a number of seconds, at least 2, got {stale!r}")
+    if not _number(stale) or stale < 2:
+        raise CnnlabError(f"{at('stale_after')} must be a number of seconds, at least 2, got {stale!r}")
+    seed = d.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise CnnlabError(f"{at('seed')} must be a non-negative integer, got {seed!r}")
+    prune = d.get("prune", True)
+    if not isinstance(prune, bool):
+        raise CnnlabError(f"{at('prune')} must be true or false, got {prune!r}")
     search = Search(path, base, space["spec"], params, train, objectives,
-                    int(constraints.get("max_activation", DEFAULT_MAX_ACTIVATION)), constraints.get("max_params"),
-                    n, sampler, bool(d.get("prune", True)), int(d.get("seed", 0)), str(d.get("description", "")),
-                    float(stale))
+                    int(constraints.get("max_activation") or DEFAULT_MAX_ACTIVATION), constraints.get("max_params"),
+                    n, sampler, prune, seed, str(d.get("description", "")), float(stale))
     search.out = Path(out) if out else SearchDir.default_for(path).path
-    TrainConfig.from_dict({**base, "out": None}, where=f"{path} base")  # types of the base, now
+    TrainConfig.from_dict({**base, "out": None}, where=at("base"))  # types of the base, now
     return search
 
 
@@ -151,8 +265,10 @@ def suggest(trial, name, d):
     if "choices" in d:
         return trial.suggest_categorical(name, d["choices"])
     if "int" in d:
-        return trial.suggest_int(name, d["int"][0], d["int"][1], step=d.get("step", 1), log=bool(d.get("log")))
-    return trial.suggest_float(name, float(d["float"][0]), float(d["float"][1]), log=bool(d.get("log")))
+        return trial.suggest_int(name, int(d["int"][0]), int(d["int"][1]), step=int(d.get("step", 1)),
+                                 log=bool(d.get("log")))
+    return trial.suggest_float(name, float(d["float"][0]), float(d["float"][1]), step=d.get("step"),
+                               log=bool(d.get("log")))
 
 
 def spec_text(template: str, values: dict) -> str:

@@ -6,8 +6,10 @@ One trial: the space gives a model spec and training overrides; with the base th
 trial's full TrainConfig, and the network that config trains (`cnnlab.build.build_for`: its
 resize / input_channels adapter and model_args included) is costed by `cnnlab.cost` first. A
 candidate over a constraint, or whose spec does not fit the image, is recorded as infeasible (a
-pruned trial with the reason) without training. The rest train with `cnnlab.train.loop.train`
-into SEARCH_DIR/trials/NNNN/, reporting each epoch to Optuna's pruner through `PruneReport`.
+pruned trial with the reason) without training; a candidate equal to one already trained or in
+training is recorded as a pruned trial with `duplicate` (that trial's number), not trained again.
+The rest train with `cnnlab.train.loop.train` into SEARCH_DIR/trials/NNNN/, reporting each epoch
+to Optuna's pruner through `PruneReport`.
 """
 
 from __future__ import annotations
@@ -52,18 +54,35 @@ def measure_latency_ms(config, shape, classes: int, repeats: int = 20) -> float:
 
 
 def dataset_input(base: dict) -> tuple[tuple, int]:
-    """((C, H, W), classes) of the base config's dataset: from its name, or, for an image folder
-    (only its files can tell), by loading it."""
-    from cnnlab.data.registry import dataset_input as known_input
+    """((C, H, W), classes) of the base config's dataset, loaded once: an unknown name or a missing
+    dataset is one line before the search writes anything."""
+    from cnnlab.data import load_dataset
+    from cnnlab.data.registry import check_dataset_name
 
     config = TrainConfig.from_dict({**base, "out": None})
-    known = known_input(config.dataset)
-    if known is not None:
-        return tuple(known[0]), int(known[1])
-    from cnnlab.data import load_dataset
-
+    check_dataset_name(config.dataset)
     data = load_dataset(config.dataset, config.data_dir, config.val_size, config.seed, config.subset)
     return tuple(data.shape), data.num_classes
+
+
+def open_search(search: Search, storage: str | None = None, worker: int = 0):
+    """(rdb, study, shape, classes): the dataset checked first, then the storage and the study, so a
+    search that cannot start leaves no directory and no search.db behind."""
+    shape, classes = dataset_input(search.base)
+    rdb = open_storage(search, storage)
+    return rdb, open_study(search, rdb, worker), shape, classes
+
+
+def twin_of(study, trial) -> int | None:
+    """The number of another trial with `trial`'s parameters that finished, or that runs and is
+    older (of two workers drawing the same candidate at once, the older trial trains); None if none."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
+        if t.number != trial.number and t.params == trial.params and \
+                (t.state != TrialState.RUNNING or t.number < trial.number):
+            return t.number
+    return None
 
 
 def constraint_failures(search: Search, cost: dict) -> list[str]:
@@ -105,6 +124,10 @@ def run_trial(search: Search, study, rdb, trial, shape, classes: int):
     model, overrides = sample(search, trial)
     trial.set_user_attr("model", model)
     trial.set_user_attr("worker", os.getpid())
+    twin = twin_of(study, trial)
+    if twin is not None:  # a candidate is trained once: this one is recorded, not trained
+        trial.set_user_attr("duplicate", twin)
+        raise optuna.TrialPruned()
     run_dir = search.dir.trial_dir(trial.number)
     config = TrainConfig.from_dict({**search.base, **overrides, "model": model, "out": str(run_dir)},
                                    where=f"trial {trial.number}")
@@ -144,18 +167,18 @@ def run_trial(search: Search, study, rdb, trial, shape, classes: int):
 def work(search: Search, storage: str | None = None, log=print, worker: int = 0):
     """Run trials until the study holds `search.trials` finished ones (shared with other workers;
     `worker` numbers this one among them). Returns the Optuna study."""
-    search.out.mkdir(parents=True, exist_ok=True)
-    rdb = open_storage(search, storage)
-    study = open_study(search, rdb, worker)
-    shape, classes = dataset_input(search.base)
+    rdb, study, shape, classes = open_search(search, storage, worker)
 
     def objective(trial):
         return run_trial(search, study, rdb, trial, shape, classes)
 
     def said(study, trial):
         a = trial.user_attrs
-        note = a.get("infeasible") or a.get("diverged") or (f"values {trial.values}" if trial.values else
-                                                             trial.state.name.lower())
+        if "duplicate" in a:
+            note = f"the candidate of trial {a['duplicate']}, not trained again"
+        else:
+            note = a.get("infeasible") or a.get("diverged") or (f"values {trial.values}" if trial.values else
+                                                                 trial.state.name.lower())
         log(f"trial {trial.number} {trial.state.name.lower()}: {a.get('model')}: {note}")
 
     # One trial at a time, until the study holds enough finished ones; while the other workers run

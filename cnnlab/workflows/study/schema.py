@@ -33,6 +33,7 @@ import yaml
 from cnnlab.config import TrainConfig, check_type
 from cnnlab.errors import CnnlabError
 from cnnlab.dirs import StudyDir
+from cnnlab.io import compose_yaml, yaml_node_value
 
 STUDY_KEYS = ("base", "description", "experiments", "seeds", "budget_seconds")
 SET_BY_STUDY = {"out": "the study places every run under its --out directory",
@@ -83,7 +84,7 @@ def _mapping(node, path, what):
 
 
 def _value(node):
-    return yaml.safe_load(yaml.serialize(node))
+    return yaml_node_value(node)
 
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -121,8 +122,10 @@ def load_study(path, seeds: int | None = None, out=None) -> Study:
         text = path.read_text()
     except FileNotFoundError:
         raise CnnlabError(f"study file {path} not found") from None
+    except UnicodeDecodeError:
+        raise CnnlabError(f"{path}: not valid YAML (it is not UTF-8 text)") from None
     try:
-        root = yaml.compose(text)
+        root = compose_yaml(text)
     except yaml.YAMLError as e:
         mark, context = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
         line = f", line {mark.line + 1}" if mark else ""

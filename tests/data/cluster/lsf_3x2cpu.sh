@@ -13,4 +13,4 @@ set -euo pipefail
 hosts=$(echo "$LSB_HOSTS" | tr " " "\n" | awk '!seen[$0]++' | tr "\n" " ")
 head_node=$(echo "$hosts" | cut -d " " -f 1)
 export OMP_NUM_THREADS=1
-blaunch -z "$hosts" python -m torch.distributed.run --nnodes 3 --nproc-per-node 2 --rdzv-backend c10d --rdzv-id "$LSB_JOBID" --rdzv-endpoint "$head_node:29400" -m cnnlab train --model lenet5 --dataset mnist --set 'optimizer_args={betas: [0.9, 0.99]}'
+blaunch -z "$hosts" python -m torch.distributed.run --nnodes 3 --nproc-per-node 2 --rdzv-backend c10d --rdzv-id "$LSB_JOBID" --rdzv-endpoint "$head_node:29400" -m cnnlab train --model lenet5 --dataset mnist --batch-size 132 --set 'optimizer_args={betas: [0.9, 0.99]}'
