@@ -219,7 +219,11 @@ def test_an_interrupt_is_reported_as_a_stop_not_an_error(tmp_path, capsys, monke
     err = capsys.readouterr().err.strip()
     assert err.startswith("cnnlab: stopped by SIGINT at epoch 2, batch 2") and "error:" not in err
     assert f"cnnlab train --resume {run}" in err and "stopped by SIGINT" in RunDir(run).log_file.read_text()
+    status, why = RunDir(run).status()  # from state.json, which the trainer wrote as it stopped
+    assert status == "stopped" and why.startswith("stopped by SIGINT at epoch 2, batch 2") and "--resume" in why
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert RunDir(run).status() == ("finished", None)
+    assert RunDir(run).read_json(RunDir(run).state) == {"status": "finished", "reason": None}
 
 
 def _resave(path, ckpt, **changes):

@@ -6,8 +6,8 @@
       iterations.csv            one row per training step (ITERATIONS_HEADER)
       train.log                 the epoch table and messages; the last line gives the test accuracy
       summary.json              final figures, and the cnnlab version, git commit, device and machine
-      state.json                where an unfinished run stands: {"status": "training" | "stopped", "reason"}
-                                (a finished run has summary.json; `RunDir.status()` reads the two)
+      state.json                where the run stands: {"status": "training" | "stopped" | "finished", "reason"}
+                                (`RunDir.status()` reads it with summary.json, which a finished run has)
       checkpoints/last.pt       the latest state (also written mid-epoch), for --resume
       checkpoints/best.pt       the state with the best validation accuracy
       evaluation.json, per_class.csv, confusion_matrix.csv   `cnnlab evaluate` (test split;
@@ -270,7 +270,7 @@ class RunDir:
         return self.summary.exists()
 
     def write_state(self, status: str, reason: str | None = None):
-        """Record where an unfinished run stands: "training" (a trainer has it), "stopped" (with why)."""
+        """Record where the run stands: "training" (a trainer has it), "stopped" (with why), "finished"."""
         self.write_json(self.state, {"status": status, "reason": reason})
 
     def status(self) -> tuple[str, str | None]:

@@ -522,6 +522,7 @@ class Trainer:
             h.on_end(self, summary)
         if self.main:
             self.run.write_summary(summary)
+            self.run.write_state("finished")
         self.log(f"test accuracy: {100 * test['accuracy']:.2f}% (loss {test['loss']:.4f}, {len(self.data.test)} "
                  f"images, best epoch {self.progress.best_epoch})")
         return summary
