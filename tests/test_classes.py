@@ -21,6 +21,7 @@ from cnnlab.data import load_dataset
 from cnnlab.data.sources import FASHION_CLASSES, IDX_FILES
 from cnnlab.dirs import load_run
 from cnnlab.train.loop import train
+from tests.cli import cli, one_line_error
 from tests.test_data import write_idx
 
 
@@ -29,26 +30,10 @@ def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def cli(capsys, *argv):
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def cli_json(capsys, *argv):
     code, out, err = cli(capsys, *argv, "--json")
     assert code == 0, err
     return json.loads(out), err
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cnnlab: error: ") and "Traceback" not in err, err
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 def learnable(k, n, shape, rng, templates):

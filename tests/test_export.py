@@ -26,6 +26,7 @@ from cnnlab.workflows.export import (
     FORMATS, META_FILE, OnnxPredictor, compare, model_metadata, onnx_bytes, predictor_from_bytes, prepare,
     read_metadata, safetensors_bytes, torchscript_bytes)
 from cnnlab.workflows.measure.bench import COLUMNS
+from tests.cli import cli, one_line_error
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # as cnnlab itself does, before anything imports keras
 
@@ -50,28 +51,10 @@ SPEC = "c8k3-bn-relu-p2-c16k3-relu-p2-fc32-relu-d0.2"
 EXT = {"safetensors": ".safetensors", "onnx": ".onnx", "torchscript": ".torchscript", "keras": ".keras"}
 
 
-def cli(capsys, *argv):
-    """(exit code, stdout, stderr) of `cnnlab ARGV` run in this process."""
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def cli_json(capsys, *argv):
     code, out, err = cli(capsys, *argv, "--json")
     assert code == 0, err
     return json.loads(out)
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cnnlab: error: "), err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 # ---- every registered model, on real CIFAR-10 test images -------------------------------------
