@@ -102,16 +102,11 @@ def check_nproc(nproc: int, config: TrainConfig):
 def run_dir_for(config: TrainConfig) -> Path:
     """The run directory the processes will write: --out, or the default name no run has yet (a run
     that takes it in the same second makes rank 0 refuse it with one line)."""
-    from cnnlab.train.loop import default_run_dir
+    from cnnlab.train.loop import free_run_dir
 
     if config.out:
         return Path(config.out)
-    base = default_run_dir(config)
-    for k in range(1, 1000):
-        path = Path(base if k == 1 else f"{base}-{k}")
-        if not path.exists():
-            return path
-    raise CnnlabError(f"could not find a free run directory name next to {base}: give one with --out")
+    return free_run_dir(config, lambda path: not path.exists())
 
 
 def launch(nproc: int, argv: list[str], config: TrainConfig, resume: str | None = None) -> int:

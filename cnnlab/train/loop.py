@@ -109,6 +109,17 @@ def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{name}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def free_run_dir(config: TrainConfig, take) -> Path:
+    """The first of the default name, then -2, -3, ... for which `take(path)` is true (it checks or
+    claims the name)."""
+    base = default_run_dir(config)
+    for k in range(1, 1000):
+        path = Path(base if k == 1 else f"{base}-{k}")
+        if take(path):
+            return path
+    raise CnnlabError(f"could not find a free run directory name next to {base}: give one with --out")
+
+
 class _Signals:
     """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step and stops."""
 
@@ -281,12 +292,7 @@ class Trainer:
             run = RunDir(self.config.out)
             run.create()
             return run
-        base = default_run_dir(self.config)
-        for k in range(1, 1000):
-            run = RunDir(base if k == 1 else f"{base}-{k}")
-            if run.create_new():
-                return run
-        raise CnnlabError(f"could not find a free run directory name next to {base}: give one with --out")
+        return RunDir(free_run_dir(self.config, lambda path: RunDir(path).create_new()))
 
     def _enter(self, context):
         self._contexts.append(context)
