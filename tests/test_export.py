@@ -3,7 +3,8 @@
 Every registered model is exported to ONNX, safetensors, TorchScript and Keras on real CIFAR-10 test
 images (the `realdata` zoo tests); a tiny run trained here on synthetic data, with each engine,
 goes through the commands; damaged and mismatched files must be refused with one line and exit 2;
-a LeNet-5 trained on MNIST round-trips through a .keras file on the whole test set.
+a LeNet-5 trained on MNIST round-trips through a .keras file on the whole test set. The OpenVINO tests
+skip when openvino is not installed, unless CNNLAB_REQUIRE_OPENVINO=1, where its absence is a failure.
 """
 
 from __future__ import annotations
@@ -46,9 +47,34 @@ def has_keras() -> bool:
 
 needs_keras = pytest.mark.skipif(not has_keras(), reason="Keras 3 not installed (pip install cnnlab[keras])")
 
+
+def has_openvino() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        if os.environ.get("CNNLAB_REQUIRE_OPENVINO") == "1":
+            raise RuntimeError("CNNLAB_REQUIRE_OPENVINO=1 but openvino is not installed (pip install cnnlab[deploy])")
+        return False
+    return True
+
+
+def skip_without(fmt):
+    """Skip a test of a format whose library is missing (a failure instead when CNNLAB_REQUIRE_OPENVINO=1)."""
+    if fmt == "keras" and not has_keras():
+        pytest.skip("Keras 3 not installed (pip install cnnlab[keras])")
+    if fmt == "openvino":
+        try:
+            missing = not has_openvino()
+        except RuntimeError as e:
+            pytest.fail(str(e))
+        if missing:
+            pytest.skip("openvino not installed (pip install cnnlab[deploy]); "
+                        "set CNNLAB_REQUIRE_OPENVINO=1 to require it")
+
 DATASET = "synthetic:shape=3x16x16,classes=4,train=320,test=64"
 SPEC = "c8k3-bn-relu-p2-c16k3-relu-p2-fc32-relu-d0.2"
-EXT = {"safetensors": ".safetensors", "onnx": ".onnx", "torchscript": ".torchscript", "keras": ".keras"}
+EXT = {"safetensors": ".safetensors", "onnx": ".onnx", "torchscript": ".torchscript", "keras": ".keras",
+       "openvino": ".openvino"}
 
 
 def cli_json(capsys, *argv):
@@ -124,6 +150,19 @@ def test_zoo_onnx_safetensors_torchscript(name, cifar_images):
 
 
 @pytest.mark.realdata
+@pytest.mark.parametrize("name", list_models())
+def test_zoo_openvino(name, cifar_images):
+    """OpenVINO IR (converted at batch 2, run at batch 1 and 3 on the CPU device) within 1e-4 of PyTorch."""
+    skip_without("openvino")
+    from cnnlab.workflows.export import openvino_bytes
+
+    model = zoo_model(name)
+    meta = zoo_meta(name, cifar_images, "openvino")
+    res = compare(predictor_from_bytes("openvino", openvino_bytes(model, meta), meta), model, meta, cifar_images[0])
+    assert res["max_abs_diff"] < 1e-4 and res["same_predictions"] == 3, res
+
+
+@pytest.mark.realdata
 @needs_keras
 @pytest.mark.parametrize("name", list_models())
 def test_zoo_keras(name, cifar_images):
@@ -178,12 +217,20 @@ def runs(tmp_path_factory):
     return out
 
 
+def _has_openvino_quietly() -> bool:
+    try:
+        return has_openvino()
+    except RuntimeError:
+        return False  # the openvino tests fail on their own, saying why
+
+
 @pytest.fixture(scope="module")
 def exported(runs, tmp_path_factory):
     """{(engine, format): file} exported with the CLI's defaults, into each run's exports/."""
     files = {}
     for engine, run in runs.items():
-        for fmt in ("safetensors", "onnx", "torchscript") + (("keras",) if has_keras() else ()):
+        for fmt in ("safetensors", "onnx", "torchscript") + (("keras",) if has_keras() else ()) + \
+                (("openvino",) if _has_openvino_quietly() else ()):
             assert main(["export", str(run), "--format", fmt]) == 0
             files[engine, fmt] = RunDir(run).export_file(FORMATS[fmt].ext)
     return files
@@ -223,7 +270,8 @@ def test_predict_from_a_file_equals_predict_from_the_run(engine, runs, exported,
         out = tmp_path / f"{fmt}.csv"
         info = cli_json(capsys, "predict", path, "--out", out, "--device", "cpu")
         assert info["rows"] == 64 and info["runtime"] == {"safetensors": "torch", "onnx": "onnxruntime",
-                                                          "torchscript": "torchscript", "keras": "keras"}[fmt]
+                                                          "torchscript": "torchscript", "keras": "keras",
+                                                          "openvino": "openvino"}[fmt]
         assert out.read_text() == ref.read_text(), fmt
 
 
@@ -369,13 +417,13 @@ def test_bench_results_merge_and_are_never_lost(runs, tmp_path, capsys):
 # ---- the registry of formats ------------------------------------------------------------------
 
 def test_the_registry_names_files_runtimes_and_checks():
-    assert list(FORMATS) == ["safetensors", "onnx", "torchscript", "keras"]
+    assert list(FORMATS) == ["safetensors", "onnx", "torchscript", "keras", "openvino"]
     rd = RunDir("r")
     assert {name: rd.export_file(f.ext).name for name, f in FORMATS.items()} == {n: "model" + e for n, e in EXT.items()}
     assert rd.export_file(FORMATS["onnx"].ext, "last") == rd.exports / "model-last.onnx"
     assert {name: f.runtimes for name, f in FORMATS.items()} == {
-        "safetensors": ("torch", "onnxruntime", "torchscript", "keras"), "onnx": ("onnxruntime",),
-        "torchscript": ("torchscript",), "keras": ("keras",)}
+        "safetensors": ("torch", "onnxruntime", "torchscript", "keras", "openvino"), "onnx": ("onnxruntime",),
+        "torchscript": ("torchscript",), "keras": ("keras",), "openvino": ("openvino",)}
     assert [name for name, f in FORMATS.items() if f.bitwise] == ["safetensors"]
 
 
@@ -386,7 +434,7 @@ def test_the_registry_loads_without_torch():
 
     code = ("import argparse, sys; from cnnlab.commands import export; "
             "export.add_parser(argparse.ArgumentParser().add_subparsers()); "
-            "print(sorted(m for m in ('torch', 'numpy', 'onnx', 'safetensors', 'keras') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'numpy', 'onnx', 'safetensors', 'keras', 'openvino') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
@@ -474,6 +522,21 @@ def _edit_meta(fmt, data: bytes, tmp_path, edit) -> bytes:
         buf = io.BytesIO()
         torch.jit.save(module, buf, _extra_files={META_FILE: edit(json.loads(extra[META_FILE]))})
         return buf.getvalue()
+    if fmt == "openvino":  # the metadata is an attribute of model.xml's rt_info: text only
+        import io
+        import xml.etree.ElementTree as ET
+
+        out = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(data)) as zin, zipfile.ZipFile(out, "w") as zout:
+            for item in zin.infolist():
+                body = zin.read(item.filename)
+                if item.filename == "model.xml":
+                    root = ET.fromstring(body)
+                    entry = root.find("rt_info/cnnlab")
+                    entry.set("value", edit(json.loads(entry.get("value"))))
+                    body = ET.tostring(root, encoding="utf-8")
+                zout.writestr(item, body)
+        return out.getvalue()
     src, dst = tmp_path / "src.keras", tmp_path / "dst.keras"
     src.write_bytes(data)
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
@@ -493,15 +556,14 @@ def _bad_files(fmt, data, tmp_path):
     yield "truncated", data[: len(data) // 2]
     yield "corrupt", _flip_middle(data)
     yield "wrong model", _rewrite_meta(fmt, data, tmp_path, **(lenet if fmt in ("safetensors", "torchscript") else ten))
-    if fmt == "onnx":
+    if fmt in ("onnx", "openvino"):
         yield "wrong input", _rewrite_meta(fmt, data, tmp_path, **lenet)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # _rewrite_meta re-saves TorchScript
-@pytest.mark.parametrize("fmt", ["safetensors", "onnx", "torchscript", "keras"])
+@pytest.mark.parametrize("fmt", ["safetensors", "onnx", "torchscript", "keras", "openvino"])
 def test_damaged_or_mismatched_files_are_refused(fmt, exported, tmp_path, capsys):
-    if ("torch", fmt) not in exported:
-        pytest.skip("Keras 3 not installed")
+    skip_without(fmt)
     data = exported["torch", fmt].read_bytes()
     for what, bad in _bad_files(fmt, data, tmp_path):
         path = tmp_path / f"bad{EXT[fmt]}"
@@ -563,16 +625,15 @@ MALFORMED_META = {  # what is wrong -> (the edit, what the error line names)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # _edit_meta re-saves TorchScript
-@pytest.mark.parametrize("fmt", ["safetensors", "onnx", "torchscript", "keras"])
+@pytest.mark.parametrize("fmt", ["safetensors", "onnx", "torchscript", "keras", "openvino"])
 def test_malformed_metadata_is_one_line(fmt, exported, tmp_path, capsys):
     """Hand-edited cnnlab metadata (not JSON, no object, keys missing, wrong types) is refused by predict,
     evaluate and bench in one line naming the file and the field."""
-    if ("torch", fmt) not in exported:
-        pytest.skip("Keras 3 not installed")
+    skip_without(fmt)
     data = exported["torch", fmt].read_bytes()
     out = tmp_path / "p.csv"
     for what, (edit, names) in MALFORMED_META.items():
-        if what == "not UTF-8" and fmt in ("safetensors", "onnx"):
+        if what == "not UTF-8" and fmt in ("safetensors", "onnx", "openvino"):
             continue  # their metadata is a text field: it cannot hold bytes that are not UTF-8
         path = tmp_path / f"edited{EXT[fmt]}"
         path.write_bytes(_edit_meta(fmt, data, tmp_path, edit))
@@ -630,6 +691,37 @@ def test_files_that_are_no_model_are_refused(runs, tmp_path, capsys):
     assert not (tmp_path / "p.csv").exists()
 
 
+def test_openvino_file_predicts_as_the_run(runs, tmp_path, capsys):
+    """An OpenVINO file (one zip: model.xml with the metadata in its rt_info, model.bin) predicts exactly
+    as its run, at batch 1 and at a larger batch, on OpenVINO's CPU device with cnnlab's thread count."""
+    skip_without("openvino")
+    from cnnlab.workflows.export import load_exported
+
+    run = runs["torch"]
+    path = tmp_path / "model.openvino"
+    info = cli_json(capsys, "export", run, "--format", "openvino", "--out", path)
+    assert info["runtime"] == "openvino" and info["check"]["max_abs_diff"] <= info["check"]["tolerance"]
+    assert info["check"]["same_predictions"] == info["check"]["images"] == 16
+    with zipfile.ZipFile(path) as z:
+        assert sorted(z.namelist()) == ["model.bin", "model.xml"]
+    assert read_metadata(path)[1]["export_format"] == "openvino"
+    pred = load_exported(path)
+    assert pred.runtime == "openvino" and pred.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert pred.compiled.input(0).get_partial_shape()[0].is_dynamic  # the batch dimension
+    x = torch.rand(5, 3, 16, 16)
+    batch, one = pred(x), pred(x[:1])
+    assert batch.dtype == one.dtype == torch.float32 and batch.shape == (5, 4)
+    assert (batch[:1] - one).abs().max() < 1e-4
+    ref, got = tmp_path / "run.csv", tmp_path / "openvino.csv"
+    assert main(["predict", str(run), "--out", str(ref)]) == 0
+    assert cli_json(capsys, "predict", path, "--out", got)["runtime"] == "openvino"
+    assert got.read_text() == ref.read_text()
+    rows = cli_json(capsys, "bench", run, "--devices", "cpu", "--runtimes", "torch,openvino", "--batch-size", "8",
+                    "--rounds", "1", "--threads", "1")
+    assert [r["runtime"] for r in rows] == ["torch", "openvino"] and rows[0]["test_acc"] == rows[1]["test_acc"]
+    assert all(r["status"] == "ok" and r["latency_ms_batch1"] > 0 for r in rows)
+
+
 def test_keras_refusal_writes_nothing(runs, tmp_path, capsys):
     """A model with no Keras form (ShuffleNetV2's channel shuffle) is refused, naming why."""
     if not has_keras():
@@ -657,6 +749,14 @@ def test_missing_keras_is_one_line(runs, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "keras", None)  # `import keras` now raises ImportError
     code, _, err = cli(capsys, "export", runs["torch"], "--format", "keras", "--out", "/nonexistent/x.keras")
     one_line_error(code, err, "pip install cnnlab[keras]")
+
+
+def test_missing_openvino_is_one_line(runs, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
+    code, _, err = cli(capsys, "export", runs["torch"], "--format", "openvino", "--out", "/nonexistent/x.openvino")
+    one_line_error(code, err, "pip install cnnlab[deploy]")
 
 
 # ---- acceptance: LeNet-5 on MNIST through a .keras file ----------------------------------------

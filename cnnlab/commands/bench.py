@@ -13,6 +13,8 @@ from cnnlab.text import format_table
 
 
 def add_parser(sub):
+    from cnnlab.workflows.export import RUNTIMES  # the registry, imported without torch
+
     p = sub.add_parser("bench", help="measure a run or model file per device and runtime: accuracy, latency, score",
                        description="Measure a trained run (or a model file from `cnnlab export`) on each device and "
                                    "runtime: test accuracy and loss, inference latency per image at batch 1 and at "
@@ -28,7 +30,7 @@ def add_parser(sub):
     p.add_argument("--devices", default="cpu,cuda",
                    help="comma-separated devices: cpu, cuda, cuda:N, mps, or auto (the devices this machine has); "
                         "default cpu,cuda. Every device missing here is an error")
-    p.add_argument("--runtimes", help="comma-separated runtimes: torch, torchscript, onnxruntime, keras "
+    p.add_argument("--runtimes", help=f"comma-separated runtimes: {', '.join(RUNTIMES)} "
                                       "(default: torch for a run, the file's own runtime for a file)")
     p.add_argument("--train", action="store_true", help="also time 5 training epochs of the run's config per device")
     p.add_argument("--batch-size", type=int, default=256, help="the larger batch for latency (default 256)")

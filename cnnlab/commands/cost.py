@@ -20,8 +20,15 @@ def add_parser(sub):
                                                         "the 256-PE simple weight-stationary design)")
     p.add_argument("--backend", choices=("analytic", "timeloop"), default="analytic",
                    help="analytic (milliseconds, default) or timeloop (runs timeloop-mapper per layer)")
+    add_bits_option(p)
     add_json_flag(p)
     p.set_defaults(func=run)
+
+
+def add_bits_option(p):
+    p.add_argument("--bits", type=int, choices=(8, 16, 32), default=32,
+                   help="word width of activations and weights: 32 (fp32, default), 16 or 8 (int8); changes "
+                        "bytes and energy, not cycles (docs/cost.md)")
 
 
 def run(args) -> int:
@@ -37,7 +44,8 @@ def run(args) -> int:
     limit = parse_bytes(args.max_activation)
     arch = Accelerator.load(args.arch) if args.arch else DEFAULT_ACCELERATOR
     model, shape, name = load_model(args.model, shape, args.num_classes)
-    rep = analyze(model, shape, arch, backend=args.backend, max_activation=limit, name=name)
+    rep = analyze(model, shape, arch, backend=args.backend, max_activation=limit, name=name,
+                  bits=args.bits)
     if args.json:
         print_json(rep.to_dict())
     else:

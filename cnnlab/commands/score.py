@@ -2,6 +2,7 @@
 
     cnnlab score runs/x                          # evaluates the test split, costs the model, prints the points
     cnnlab score runs/x --max-activation 512KiB --json
+    cnnlab score runs/x --bits 8                 # int8: 1 B/element for the activation rule, 8-bit energy
 
 The work is `cnnlab.workflows.measure.score`.
 """
@@ -9,6 +10,7 @@ The work is `cnnlab.workflows.measure.score`.
 from __future__ import annotations
 
 from cnnlab.commands.common import add_json_flag, print_json
+from cnnlab.commands.cost import add_bits_option
 
 
 def add_parser(sub):
@@ -19,6 +21,7 @@ def add_parser(sub):
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `cnnlab train`")
     p.add_argument("--max-activation", default="1MB", help="peak activation limit (default 1MB = 1,000,000 bytes)")
     p.add_argument("--arch", metavar="FILE.yaml", help="accelerator architecture (default: the competition's)")
+    add_bits_option(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -31,7 +34,7 @@ def run(args) -> int:
     arch = Accelerator.load(args.arch) if args.arch else DEFAULT_ACCELERATOR
     from cnnlab.dirs import RunDir
 
-    result = score_run(args.run_dir, arch, parse_bytes(args.max_activation), write=False)
+    result = score_run(args.run_dir, arch, parse_bytes(args.max_activation), write=False, bits=args.bits)
     if args.json:
         print_json(result)
     else:
@@ -49,7 +52,7 @@ def format_score(s: dict) -> str:
         f"energy           {s['energy_mj']:.4f} mJ  -> {pts['energy']} points",
         f"latency          {s['cycles']:,} cycles  -> {pts['latency']} points",
         f"peak activation  {s['peak_activation_bytes']:,} bytes at {s['peak_activation_layer']} "
-        f"(limit {s['max_activation_bytes']:,})",
+        f"(limit {s['max_activation_bytes']:,}, {s.get('bits', 32)}-bit words)",
         f"metric           {s['metric']:.4f}  (error%/12 + cycles/300000, lower is better)",
     ]
     if s["hard_constraints_failed"]:

@@ -14,6 +14,10 @@ objective. Cycles are max(compute cycles, GLB read and write traffic / bandwidth
 DRAM bandwidth is unlimited unless `dram_words_per_cycle` is set. Energy is the access
 count at each level times that level's energy per access. Layers run one after another,
 so a network's cycles and energy are sums. See docs/cost.md for the derivation.
+
+Word width: `at_bits(arch, bits)` is the design costed for 8-, 16- or 32-bit data
+(`analyze(..., bits=)`). The design's figures, as given, are the 32-bit reference that the
+competition's 4 B/element rule and earlier results use; `at_bits(arch, 32) is arch`.
 """
 
 from __future__ import annotations
@@ -73,6 +77,48 @@ class Accelerator:
 
 
 DEFAULT_ACCELERATOR = Accelerator()
+
+# ---------------------------------------------------------------- word width
+
+WORD_BITS = (8, 16, 32)
+# Energy of one multiply plus one add, 45 nm (M. Horowitz, "Computing's energy problem (and
+# what we can do about it)", ISSCC 2014, table on p. 10): 8-bit int add 0.03 pJ + mult 0.2 pJ;
+# 16-bit float add 0.4 pJ + mult 1.1 pJ; 32-bit float add 0.9 pJ + mult 3.7 pJ.
+_MAC_PJ_HOROWITZ = {8: 0.03 + 0.2, 16: 0.4 + 1.1, 32: 0.9 + 3.7}
+
+
+def mac_energy_scale(bits: int) -> float:
+    """MAC energy at `bits` relative to 32 bits (Horowitz 2014): 0.05 at 8, 0.326 at 16, 1 at 32."""
+    return 1.0 if bits == 32 else _MAC_PJ_HOROWITZ[bits] / _MAC_PJ_HOROWITZ[32]
+
+
+def memory_energy_scale(bits: int) -> float:
+    """Register, scratchpad, GLB and DRAM energy at `bits` relative to 32 bits: bits / 32.
+
+    An access moves one element of `bits` bits. Horowitz 2014 gives memory energy per 64-bit
+    access (8 KB SRAM 10 pJ, DRAM 1.3-2.6 nJ); charging it in proportion to the bits moved is
+    an assumption that holds for the bit lines and I/O of a wide access and overstates the
+    saving where decoders and sense amplifiers are shared. Memory energy thus shrinks as the
+    bytes moved do.
+    """
+    return bits / 32
+
+
+def at_bits(arch: Accelerator, bits: int) -> Accelerator:
+    """`arch` costed for `bits`-bit data (8, 16 or 32; 32 returns `arch` itself).
+
+    Energies per access scale by `memory_energy_scale`, the MAC by `mac_energy_scale`.
+    Capacities and bandwidths stay in elements (one element per word access, no packing of
+    several narrow words into one access), so the mapping and the cycles are those of 32 bits.
+    """
+    if bits not in WORD_BITS:
+        raise CnnlabError(f"word width must be 8, 16 or 32 bits, got {bits!r}")
+    if bits == 32:
+        return arch
+    m = memory_energy_scale(bits)
+    return dataclasses.replace(
+        arch, mac_pj=arch.mac_pj * mac_energy_scale(bits), reg_pj=arch.reg_pj * m, spad_pj=arch.spad_pj * m,
+        glb_read_pj=arch.glb_read_pj * m, glb_write_pj=arch.glb_write_pj * m, dram_pj=arch.dram_pj * m)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@
     torchscript.py  torchscript_bytes                  the traced module, on TorchScript
     keras.py        keras_bytes, KerasPredictor        a Keras 3 file, on Keras's PyTorch backend
     keras_layers.py to_keras                           a PyTorch model as Keras 3 layers
+    openvino.py     openvino_bytes, OpenVinoPredictor  OpenVINO IR in one zip, on OpenVINO's CPU device
     tracing.py      with_normalization, quiet          what the traced and converted formats share
 
 A format is one module ending in `register_format(Format(...))`, imported below; the order of the
@@ -29,13 +30,14 @@ from cnnlab.workflows.export.safetensors import build_torch_model, load_safetens
 from cnnlab.workflows.export.onnx import DEFAULT_OPSET, EXPORTERS, OnnxPredictor, onnx_bytes, ort_providers
 from cnnlab.workflows.export.torchscript import torchscript_bytes
 from cnnlab.workflows.export.keras import KerasPredictor, keras_bytes, keras_model
+from cnnlab.workflows.export.openvino import OpenVinoPredictor, openvino_bytes
 from cnnlab.workflows.export.export import (compare, export_run, load_for_runtime, predictor_for_model,
                                             predictor_from_bytes, prepare)
 
 __all__ = ["DEFAULT_OPSET", "EXPORTERS", "FILE_RUNTIMES", "FORMATS", "META_FILE", "META_FORMAT", "META_KEY",
-           "META_VERSION", "NATIVE_RUNTIME", "RUNTIMES", "Format", "KerasPredictor", "OnnxPredictor", "Predictor",
-           "TorchPredictor", "build_torch_model", "compare", "export_metadata", "export_run", "file_split",
-           "format_for_runtime", "get_format", "keras_bytes", "keras_model", "load_exported", "load_for_runtime",
-           "load_safetensors", "model_metadata", "onnx_bytes", "ort_providers", "predictor_for_model",
-           "predictor_from_bytes", "prepare", "read_metadata", "register_format", "safetensors_bytes",
-           "sniff_format", "torchscript_bytes"]
+           "META_VERSION", "NATIVE_RUNTIME", "RUNTIMES", "Format", "KerasPredictor", "OnnxPredictor",
+           "OpenVinoPredictor", "Predictor", "TorchPredictor", "build_torch_model", "compare", "export_metadata",
+           "export_run", "file_split", "format_for_runtime", "get_format", "keras_bytes", "keras_model",
+           "load_exported", "load_for_runtime", "load_safetensors", "model_metadata", "onnx_bytes", "openvino_bytes",
+           "ort_providers", "predictor_for_model", "predictor_from_bytes", "prepare", "read_metadata",
+           "register_format", "safetensors_bytes", "sniff_format", "torchscript_bytes"]

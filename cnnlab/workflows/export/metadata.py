@@ -7,8 +7,8 @@
     test = file_split(meta, "test")                # the dataset split the file was trained on
 
 The metadata is one JSON object (`meta_json`) in the format's own place (safetensors' metadata
-dict, ONNX `metadata_props`, a TorchScript extra file, a member of the `.keras` zip), under
-META_KEY / META_FILE. `parse_meta` is the one reader of that record for every format: it checks each
+dict, ONNX `metadata_props`, a TorchScript extra file, a member of the `.keras` zip, the OpenVINO
+IR's rt_info), under META_KEY / META_FILE. `parse_meta` is the one reader of that record for every format: it checks each
 field predict, evaluate and bench rely on (`META_FIELDS`, `check_meta`), so damaged, hand-edited or
 foreign metadata is a one-line `CnnlabError` naming the file and the field. A file that no format
 recognises is named by the format its extension promises (`not_a_model`).

@@ -4,7 +4,8 @@
     rows = bench_run("runs/x/exports/model.onnx", devices=("cpu",))    # a file, on its own runtime
     latency_per_image(model, x, torch.device("cpu"))                   # seconds per image of any module
 
-Per device and runtime (PyTorch eager `torch`, `torchscript`, `onnxruntime`, `keras`): (optionally)
+Per device and runtime (PyTorch eager `torch`, and each exported format's runtime in the format registry,
+cnnlab.workflows.export: `onnxruntime`, `torchscript`, `keras`, `openvino`): (optionally)
 the time to train the run's configuration for 5 epochs, test accuracy and loss on that runtime, and
 inference latency per image at batch 1 and at a larger batch. Every runtime is timed the same way:
 its input is placed once (on the GPU for CUDA, with ONNX Runtime's I/O binding), then each timed call

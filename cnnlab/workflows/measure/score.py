@@ -1,6 +1,7 @@
 """Scoring a trained run as the CIFAR-10 class competition does.
 
     result = score_run("runs/x")      # evaluates the test split, costs the model, writes score.json
+    score_run("runs/x", bits=8)       # costed at 8-bit words: the activation rule counts 1 B/element
 
 The accuracy comes from an evaluation run here on the run's test split, never from a file a
 person can edit; when summary.json disagrees, the result says so. Energy, cycles and peak
@@ -21,8 +22,8 @@ COMPETITION_DATASET = "cifar10"
 
 
 def score_run(run_dir, arch=DEFAULT_ACCELERATOR, max_activation: int = DEFAULT_MAX_ACTIVATION, write: bool = True,
-              data_dir=None) -> dict:
-    """Score a run directory and (by default) write RUN_DIR/score.json."""
+              data_dir=None, bits: int = 32) -> dict:
+    """Score a run directory at `bits`-bit words (8, 16 or 32) and (by default) write RUN_DIR/score.json."""
     run = load_run(run_dir)
     shape = tuple(run.data["shape"])
     test = run.split("test", data_dir)
@@ -32,7 +33,7 @@ def score_run(run_dir, arch=DEFAULT_ACCELERATOR, max_activation: int = DEFAULT_M
     ev = evaluate(run.model, test, d["mean"], d["std"], d["num_classes"], run.loss_name, tta=run.config.tta)
     wrong, images = ev["count"] - ev["correct"], ev["count"]
     acc = ev["correct"] / images
-    rep = analyze(run.model, shape, arch, max_activation=max_activation, name=run.config.model)
+    rep = analyze(run.model, shape, arch, max_activation=max_activation, name=run.config.model, bits=bits)
     error = 100 * wrong / images
     energy_mj = rep.totals["energy_pj"] * 1e-9
     cycles = rep.totals["cycles"]
@@ -43,6 +44,7 @@ def score_run(run_dir, arch=DEFAULT_ACCELERATOR, max_activation: int = DEFAULT_M
         "energy_mj": energy_mj, "cycles": cycles, "peak_activation_bytes": rep.peak_activation,
         "peak_activation_layer": rep.peak_layer, "max_activation_bytes": max_activation,
         "params": rep.totals["params"], "macs": rep.totals["macs"], "architecture": arch.name,
+        "bits": bits,
         **rubric(error, energy_mj, cycles, rep.peak_activation, max_activation, counts=(wrong, images)),
     }
     notes = []
