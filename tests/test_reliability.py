@@ -361,7 +361,26 @@ def test_a_full_disk_names_the_target_removes_what_it_made_and_advises_per_comma
     assert "--out" not in err and "--resume" not in err
     assert _files(run) == before  # no temporary file left beside it
     assert main(["train", "--dataset", SYN, "--model", MODEL, "--out", str(tmp_path / "r2"), "--quiet"]) == 2
-    _one_line_error(capsys, "the disk is full", "a training run continues with cnnlab train --resume RUN_DIR")
+    err = _one_line_error(capsys, "the disk is full", "free space and run again")
+    assert "--resume" not in err and not (tmp_path / "r2").exists()  # nothing to resume: no run was made
+
+
+def test_a_full_disk_mid_run_names_the_runs_resume_command(tmp_path, capsys, monkeypatch):
+    import cnnlab.train.loop as loop
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    class FillDisk(Hook):  # after config.yaml: the run exists, its first checkpoint meets a full disk
+        def on_start(self, t):
+            monkeypatch.setattr("cnnlab.io.os.fsync", disk_full)
+
+    real = loop.default_hooks
+    monkeypatch.setattr(loop, "default_hooks", lambda config: real(config) + [FillDisk()])
+    run = tmp_path / "r"
+    assert main(["train", "--dataset", SYN, "--model", MODEL, "--device", "cpu", "--out", str(run), "--quiet"]) == 2
+    err = _one_line_error(capsys, "the disk is full", f"free space, then continue with: cnnlab train --resume {run}")
+    assert "RUN_DIR" not in err and RunDir(run).config.exists()
 
 
 def test_resuming_a_run_whose_checkpoints_are_all_damaged_keeps_its_results(tmp_path, capsys):
@@ -373,3 +392,22 @@ def test_resuming_a_run_whose_checkpoints_are_all_damaged_keeps_its_results(tmp_
     assert main(["train", "--resume", str(run), "--quiet"]) == 2  # not a silent restart from scratch
     _one_line_error(capsys, f"cannot resume {run}: ", "are damaged", f"delete {RunDir(run).checkpoints}")
     assert _files(run) == before and RunDir(run).finished()
+
+
+def test_a_new_run_whose_first_write_fails_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    """A full disk at a new run's first write (config.yaml) must not leave an empty run folder behind,
+    which a rerun with the same --out would call taken and --resume would call no run."""
+    # a full disk cannot be made here without mounting a file system: fsync stands in for the write
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("cnnlab.io.os.fsync", disk_full)
+    run = tmp_path / "runs" / "new"
+    code = main(["train", "--dataset", SYN, "--model", MODEL, "--epochs", "1", "--device", "cpu", "--out", str(run),
+                 "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "the disk is full" in err and "RUN_DIR" not in err and len(err.strip().splitlines()) == 1
+    assert not run.exists()
+    monkeypatch.undo()
+    assert main(["train", "--dataset", SYN, "--model", MODEL, "--epochs", "1", "--device", "cpu", "--out", str(run),
+                 "--quiet"]) == 0

@@ -22,16 +22,11 @@ def print_json(data):
 
 def advise_on_write(e, args):
     """Add the command's own advice to a cnnlab.io.WriteError: where the command has --out, that it
-    can write elsewhere; on a full disk, what its parser set as `full_disk_advice` (e.g. --resume)."""
-    from cnnlab.io import NO_SPACE, NOT_ALLOWED
+    can write elsewhere (a training run names its own --resume command on a full disk: cnnlab.train.loop)."""
+    from cnnlab.io import NOT_ALLOWED
 
-    extra = None
     if (e.errno in NOT_ALLOWED or e.blocker is not None) and hasattr(args, "out"):
-        extra = "e.g. with --out"
-    elif e.errno in NO_SPACE:
-        extra = getattr(args, "full_disk_advice", None)
-    if extra:
-        e.advice = f"{e.advice} ({extra})" if e.advice else extra
+        e.advice = f"{e.advice} (e.g. with --out)" if e.advice else "e.g. with --out"
 
 
 def parse_shape(text: str):

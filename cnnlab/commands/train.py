@@ -87,7 +87,7 @@ def add_parser(sub):
                    "(with --lr or --grad-clip: from there with that value, e.g. after the loss became NaN)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no epoch table on stdout")
     add_json_flag(p)
-    p.set_defaults(func=run, full_disk_advice="a training run continues with cnnlab train --resume RUN_DIR")
+    p.set_defaults(func=run)
 
 
 def config_from_args(args) -> TrainConfig:

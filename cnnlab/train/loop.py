@@ -37,6 +37,7 @@ from cnnlab.checkpoint import check_weights_fit, load_checkpoint, save_checkpoin
 from cnnlab.config import TrainConfig
 from cnnlab.device import configure_determinism, resolve_device, set_threads
 from cnnlab.errors import CnnlabError, warn
+from cnnlab.io import NO_SPACE, WriteError
 from cnnlab.evaluate import evaluate_logits
 from cnnlab.dirs import RunDir
 from cnnlab.train.engines import build_engine
@@ -267,6 +268,7 @@ class Trainer:
             for h in self.hooks:
                 h.on_start(self)
             return
+        made = self.run is None and not (self.config.out and Path(self.config.out).exists())
         if self.run is None:  # a new run
             self.run = self._new_run_dir()
             self.config.out = str(self.run.path)
@@ -278,8 +280,13 @@ class Trainer:
             for path in (self.run.metrics, self.run.iterations, self.run.summary):
                 path.unlink(missing_ok=True)
             shutil.rmtree(self.run.checkpoints, ignore_errors=True)
-        self.run.create()
-        self.run.write_config(self.config)
+        try:
+            self.run.create()
+            self.run.write_config(self.config)
+        except OSError:  # the first write failed (a full disk): a new run leaves no empty folder behind
+            if made:
+                shutil.rmtree(self.run.path, ignore_errors=True)
+            raise
         broadcast(self.world, str(self.run.path))
         self.progress = Progress()
         for h in self.hooks:
@@ -419,6 +426,10 @@ class Trainer:
                         self._train_epoch()
                         self._end_epoch()
                 return self.finish()
+        except WriteError as e:  # a full disk mid-run: the run's own resume command
+            if e.errno in NO_SPACE and self.run is not None and self.run.config.exists():
+                e.advice = f"free space, then continue with: cnnlab train --resume {self.run.path}"
+            raise
         finally:
             self.close()
 
