@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cnnlab.errors import DataError
+from cnnlab.io import make_dirs, remove_new_dirs
 
 
 def md5sum(path, chunk=1 << 20) -> str:
@@ -29,8 +30,7 @@ def md5sum(path, chunk=1 << 20) -> str:
 def download(remote, dest: Path, timeout: float = 30.0, verify=None) -> None:
     """Download `remote` to `dest`; `dest` appears only complete and verified: against `remote.md5`
     when it has one, and by `verify(path)` (which raises a DataError) when given."""
-    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    created = make_dirs(dest.parent)
     # os.open with 0666, not mkstemp (0600 whatever the umask): the renamed file keeps the mode
     tmp = str(dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -62,8 +62,4 @@ def download(remote, dest: Path, timeout: float = 30.0, verify=None) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if not done:
-            for folder in created:  # innermost first; one another process has filled is kept
-                try:
-                    folder.rmdir()
-                except OSError:
-                    break
+            remove_new_dirs(created)  # innermost first; one another process has filled is kept
