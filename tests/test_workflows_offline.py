@@ -71,7 +71,7 @@ def test_bench(run, evaluated, capsys):
     from cnnlab.workflows.measure.bench import COLUMNS
 
     out, _ = run
-    rows = cli_json(capsys, "bench", out, "--devices", "cpu", "--batch-size", "16")
+    rows = cli_json(capsys, "bench", out, "--devices", "cpu", "--batch-size", "16", "--runtimes", "torch")
     (cpu,) = rows
     assert list(cpu) == list(COLUMNS)
     assert cpu["device"] == "cpu" and cpu["status"] == "ok" and cpu["batch_size"] == 16

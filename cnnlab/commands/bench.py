@@ -13,7 +13,7 @@ from cnnlab.text import format_table
 
 
 def add_parser(sub):
-    from cnnlab.workflows.export import RUNTIMES  # the registry, imported without torch
+    from cnnlab.workflows.export import all_runtime_names  # the registry, imported without torch
 
     p = sub.add_parser("bench", help="measure a run or model file per device and runtime: accuracy, latency, score",
                        description="Measure a trained run (or a model file from `cnnlab export`) on each device and "
@@ -21,7 +21,8 @@ def add_parser(sub):
                                    "--batch-size (runtimes interleaved in rounds, medians), score = accuracy / "
                                    "seconds per image at batch 1, optionally the time to train 5 epochs. "
                                    "A run directory converts its model for each runtime in memory, as `cnnlab "
-                                   "export` would; a file runs on its own runtime (safetensors: on any). "
+                                   "export` would, and by default measures every runtime installed here and names "
+                                   "the fastest; a file runs on its own runtime (safetensors: on any). "
                                    "Writes RUN_DIR/bench.csv and bench.json for a run, and --out for either, "
                                    "merged with the rows they hold: a row per device, runtime, batch size and "
                                    "threads, replaced only by a new measurement of the same (a device that is "
@@ -30,8 +31,10 @@ def add_parser(sub):
     p.add_argument("--devices", default="cpu,cuda",
                    help="comma-separated devices: cpu, cuda, cuda:N, mps, or auto (the devices this machine has); "
                         "default cpu,cuda. Every device missing here is an error")
-    p.add_argument("--runtimes", help=f"comma-separated runtimes: {', '.join(RUNTIMES)} "
-                                      "(default: torch for a run, the file's own runtime for a file)")
+    p.add_argument("--runtimes", help=f"comma-separated runtimes: auto, {', '.join(all_runtime_names())}. auto (the "
+                                      "default for a run) is PyTorch and every deployable runtime installed here; "
+                                      "a -int8 runtime quantizes the run's model as `cnnlab export --int8` does. "
+                                      "A file runs on its own runtime by default")
     p.add_argument("--train", action="store_true", help="also time 5 training epochs of the run's config per device")
     p.add_argument("--batch-size", type=int, default=256, help="the larger batch for latency (default 256)")
     p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (default 7)")
@@ -65,6 +68,8 @@ def run(args) -> int:
 
 
 def format_bench(rows) -> str:
+    from cnnlab.workflows.measure.bench import fastest
+
     def f(v, spec):
         return "-" if v is None else format(v, spec)
 
@@ -85,5 +90,5 @@ def format_bench(rows) -> str:
     threads = sorted({r["threads"] for r in rows if r.get("threads")})
     note = f"; CPU rows on {'/'.join(map(str, threads))} thread(s)" if threads else ""
     notes = [f"{device} ({', '.join(rts)}): {status}" for (device, status), rts in missing.items()]
-    return "\n".join([format_table(head, table), *notes,
+    return "\n".join([format_table(head, table), *notes, *fastest(rows),
                       f"score = test accuracy / seconds per image at batch 1{note}"])

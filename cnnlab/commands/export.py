@@ -30,6 +30,7 @@ def formats_help() -> str:
 
 def add_parser(sub):
     from cnnlab.workflows.export import DEFAULT_OPSET, EXPORTERS, FORMATS
+    from cnnlab.workflows.export.quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_CLASS_DROP
 
     p = sub.add_parser("export", help=f"export a trained model: {', '.join(FORMATS)}",
                        description=formats_help() + "\n\n" + __doc__.split("\n\n")[1],
@@ -51,6 +52,14 @@ def add_parser(sub):
                    help="test images the check runs (default 16)")
     p.add_argument("--no-check", dest="check", action="store_false",
                    help="write without running the file against PyTorch first")
+    p.add_argument("--int8", action="store_true",
+                   help=f"quantize to int8 after training images (--format {', '.join(f.name for f in FORMATS.values() if f.quantize)}), "
+                        "checked against float32 on the whole test split; default file model-int8.<ext>")
+    p.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES, metavar="N",
+                   help=f"--int8: training images that set the activation ranges (default {DEFAULT_CALIBRATION_IMAGES})")
+    p.add_argument("--max-class-drop", type=float, default=DEFAULT_MAX_CLASS_DROP, metavar="POINTS",
+                   help="--int8: refuse the file when a class loses more test accuracy than this, in points "
+                        f"(default {DEFAULT_MAX_CLASS_DROP:g})")
     p.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -60,7 +69,8 @@ def run(args) -> int:
     from cnnlab.workflows.export import export_run
 
     info = export_run(args.run_dir, args.fmt, args.out, args.checkpoint, args.opset, args.bake_normalization,
-                      args.exporter, args.check, args.check_images, args.data_dir)
+                      args.exporter, args.check, args.check_images, args.data_dir, args.int8, args.calibration_images,
+                      args.max_class_drop)
     if args.json:
         print_json(info)
         return 0
@@ -72,7 +82,18 @@ def run(args) -> int:
     shape = "x".join(map(str, info["input_shape"]))
     print(f"input: batch x {shape} ({info['layout']}), {info['input']}")
     chk = info.get("check")
-    if chk:
+    q = info.get("quantization")
+    if q:
+        cal = q["calibration"]
+        print(f"int8 ({q['tool']}), calibrated on {cal['images']} training images (seed {cal['seed']})")
+        if chk:
+            print(f"checked on {chk['runtime']} on all {chk['images']} test images: float32 {100 * chk['fp32_acc']:.2f}%, "
+                  f"int8 {100 * chk['int8_acc']:.2f}%, {100 * chk['agreement']:.2f}% same predictions; largest class "
+                  f"drop {chk['max_class_drop_points']:.2f} points (class '{chk['worst_class']}', allowed "
+                  f"{chk['max_class_drop_allowed']:g})")
+        else:
+            print("not checked (--no-check): its accuracy is unknown")
+    elif chk:
         how = "bitwise equal" if chk["bitwise_equal"] else f"max abs difference {chk['max_abs_diff']:.2g}"
         print(f"checked on {chk['runtime']} against PyTorch on {chk['source']}: {how}, "
               f"{chk['same_predictions']}/{chk['images']} same predictions")

@@ -96,10 +96,12 @@ class RunDir:
             raise CnnlabError(f"unknown plot '{name}': choose {', '.join(PLOT_FILES)}")
         return self.plots / PLOT_FILES[name]
 
-    def export_file(self, ext: str, checkpoint: str = "best") -> Path:
+    def export_file(self, ext: str, checkpoint: str = "best", int8: bool = False) -> Path:
         """`cnnlab export`'s default file for a format's extension (no dot), e.g. "onnx": exports/model.onnx
-        (exports/model-last.onnx for the last checkpoint). The formats are cnnlab.workflows.export's."""
-        return self.exports / (f"model.{ext}" if checkpoint == "best" else f"model-{checkpoint}.{ext}")
+        (exports/model-last.onnx for the last checkpoint, exports/model-int8.onnx quantized). The formats are
+        cnnlab.workflows.export's."""
+        stem = "model" + ("" if checkpoint == "best" else f"-{checkpoint}") + ("-int8" if int8 else "")
+        return self.exports / f"{stem}.{ext}"
 
     def evaluation_files(self, split: str = "test") -> tuple[Path, Path, Path]:
         """(evaluation.json, per_class.csv, confusion_matrix.csv) of a split; the test split keeps the plain names."""

@@ -104,8 +104,14 @@ def test_score_ignores_a_hand_edited_summary(short_run, tmp_path, capsys):
 def test_bench_end_to_end(short_run, capsys):
     assert main(["bench", str(short_run), "--devices", "cpu,cuda", "--batch-size", "32", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    cpu, cuda = rows
-    assert cpu["device"] == "cpu" and cpu["status"] == "ok"
+    from cnnlab.workflows.export import auto_runtimes
+
+    # a run is measured on every runtime installed here by default (PyTorch first), each device in turn
+    assert [(r["device"], r["runtime"]) for r in rows] == [(d, rt) for d in ("cpu", "cuda") for rt in auto_runtimes()]
+    cpu, cuda = rows[0], rows[len(auto_runtimes())]
+    assert cpu["runtime"] == "torch" and cpu["device"] == "cpu" and cpu["status"] == "ok"
+    for other in rows[1:len(auto_runtimes())]:  # converted runtimes agree within 1e-4: the same accuracy here
+        assert other["status"] == "ok" and other["test_acc"] == pytest.approx(cpu["test_acc"], abs=5e-4)  # a near-tie may flip
     # the same best weights on the same test split as the run's own final evaluation: the same figures
     summary = json.loads((short_run / "summary.json").read_text())
     assert cpu["test_acc"] == pytest.approx(summary["test_acc"], abs=0.5 / summary["test_count"])

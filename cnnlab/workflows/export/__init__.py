@@ -4,6 +4,7 @@
     info = export_run("runs/x", "onnx")                 # RUN_DIR/exports/model.onnx, checked first
     pred = load_exported(info["path"])                  # a Predictor on the file's own runtime
     pred = load_for_runtime("model.safetensors", "torchscript")
+    info = export_run("runs/x", "openvino", int8=True)  # RUN_DIR/exports/model-int8.openvino, checked on the test split
 
     formats.py      Format, register_format, FORMATS  the registry: everything asked of a format by name
     metadata.py     export_metadata, sniff_format     the record every file carries; a file known by content
@@ -16,13 +17,15 @@
     keras_layers.py to_keras                           a PyTorch model as Keras 3 layers
     openvino.py     openvino_bytes, OpenVinoPredictor  OpenVINO IR in one zip, on OpenVINO's CPU device
     tracing.py      with_normalization, quiet          what the traced and converted formats share
+    quantize.py     calibration_images, int8_check     int8: calibration from the train split, the test-split check
 
 A format is one module ending in `register_format(Format(...))`, imported below; the order of the
 imports is the order users see. Importing this package does not import torch (see formats.py).
 """
 
-from cnnlab.workflows.export.formats import (FILE_RUNTIMES, FORMATS, NATIVE_RUNTIME, RUNTIMES, Format,
-                                             format_for_runtime, get_format, register_format)
+from cnnlab.workflows.export.formats import (FILE_RUNTIMES, FORMATS, INT8, NATIVE_RUNTIME, RUNTIMES, Format,
+                                             all_runtime_names, auto_runtimes, format_for_runtime, get_format,
+                                             int8_formats, register_format, runtime_available, split_runtime)
 from cnnlab.workflows.export.metadata import (META_FILE, META_FORMAT, META_KEY, META_VERSION, export_metadata,
                                               file_split, model_metadata, read_metadata, sniff_format)
 from cnnlab.workflows.export.predictor import Predictor, TorchPredictor, load_exported
@@ -34,7 +37,8 @@ from cnnlab.workflows.export.openvino import OpenVinoPredictor, openvino_bytes
 from cnnlab.workflows.export.export import (compare, export_run, load_for_runtime, predictor_for_model,
                                             predictor_from_bytes, prepare)
 
-__all__ = ["DEFAULT_OPSET", "EXPORTERS", "FILE_RUNTIMES", "FORMATS", "META_FILE", "META_FORMAT", "META_KEY",
+__all__ = ["DEFAULT_OPSET", "EXPORTERS", "FILE_RUNTIMES", "FORMATS", "INT8", "all_runtime_names", "auto_runtimes",
+           "int8_formats", "runtime_available", "split_runtime", "META_FILE", "META_FORMAT", "META_KEY",
            "META_VERSION", "NATIVE_RUNTIME", "RUNTIMES", "Format", "KerasPredictor", "OnnxPredictor",
            "OpenVinoPredictor", "Predictor", "TorchPredictor", "build_torch_model", "compare", "export_metadata",
            "export_run", "file_split", "format_for_runtime", "get_format", "keras_bytes", "keras_model",

@@ -50,6 +50,14 @@ class Format:
     resolve_options: Callable | None = None  # (options) -> options with defaults filled in; bad ones raise
     check_out: Callable | None = None  # (path) -> raise for an --out name the format cannot be saved under
     help: str = ""  # what a file is for, in `cnnlab export --help`
+    # (model, meta, calibration, **options) -> bytes: the model quantized to int8 after calibration images
+    # (prepared float32 NCHW), its metadata inside; None: the format has no int8 form (quantize.py)
+    quantize: Callable | None = None
+    stamp: Callable | None = None  # (data, updates) -> the file's bytes with `updates` merged into its metadata
+    requires: tuple = ()  # the modules its runtime needs (the runtime is available where they import)
+    # picked by `--runtimes auto` and by predict's fastest-runtime choice; False for a runtime that is
+    # there to interchange, not to deploy (Keras: 3 s to import, slowest here)
+    auto: bool = True
 
     @property
     def runtimes(self) -> tuple:
@@ -81,11 +89,42 @@ def get_format(name: str) -> Format:
     return FORMATS[name]
 
 
+def runtime_available(runtime: str) -> bool:
+    """True when the runtime's modules import here (found, not imported: cheap)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in format_for_runtime(runtime).requires)
+
+
+def auto_runtimes() -> tuple:
+    """The runtimes `--runtimes auto` measures and predict chooses from: PyTorch eager and every deployable
+    runtime installed here, in registry order."""
+    return tuple(f.runtime for f in FORMATS.values() if f.auto and runtime_available(f.runtime))
+
+
+INT8 = "-int8"  # a runtime name with this suffix runs the model quantized to int8 (`onnxruntime-int8`)
+
+
+def split_runtime(name: str) -> tuple[str, bool]:
+    """(runtime, int8) of a runtime name: "openvino-int8" -> ("openvino", True)."""
+    return (name[:-len(INT8)], True) if name.endswith(INT8) else (name, False)
+
+
+def int8_formats() -> list:
+    return [f for f in FORMATS.values() if f.quantize is not None]
+
+
 def format_for_runtime(runtime: str) -> Format:
     """The format whose files run on `runtime` (its writer converts a model for it)."""
-    if runtime not in RUNTIMES:
-        raise CnnlabError(f"unknown runtime '{runtime}': choose {', '.join(RUNTIMES)}")
-    return FORMATS[RUNTIMES[runtime]]
+    base, int8 = split_runtime(runtime)
+    if base not in RUNTIMES or (int8 and FORMATS[RUNTIMES[base]].quantize is None):
+        raise CnnlabError(f"unknown runtime '{runtime}': choose {', '.join(all_runtime_names())}")
+    return FORMATS[RUNTIMES[base]]
+
+
+def all_runtime_names() -> list:
+    """Every runtime name: each format's runtime, and `<runtime>-int8` for formats with an int8 form."""
+    return list(RUNTIMES) + [f.runtime + INT8 for f in int8_formats()]
 
 
 def export_options(fmt: Format, given: dict) -> dict:

@@ -149,6 +149,7 @@ def check_out(path: Path):
 KERAS = register_format(Format(
     name="keras", ext="keras", title=".keras", runtime="keras", write=keras_bytes, load=load, load_bytes=load_bytes,
     read_meta=read_meta, convert=convert, recognise=recognise, zip=True, layout="NHWC", check_out=check_out,
+    requires=("keras",), auto=False,
     help="a Keras 3 `.keras` file (input (batch, H, W, C)), built on Keras's PyTorch backend, no "
          "TensorFlow; needs `pip install cnnlab[keras]`. Models of conv, pooling, dense, batch norm, activations, "
          "flatten, dropout and add layers; others are refused with the reason."))

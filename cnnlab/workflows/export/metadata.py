@@ -122,6 +122,7 @@ META_FIELDS = {
                 "an object of numbers"),
     "source": (False, True, *_OBJECT),
     "weights_sha256": (False, True, *_TEXT),
+    "quantization": (False, True, *_OBJECT),  # an int8 file: how it was quantized and checked (quantize.py)
 }
 
 
@@ -351,3 +352,13 @@ def file_split(meta: dict, split: str = "test", data_dir=None, dataset: str | No
         raise CnnlabError(f"the model takes {'x'.join(map(str, shape))} images but {name} has "
                           f"{'x'.join(map(str, part.x.shape[1:]))}: give a dataset of the shape it was trained on")
     return labels_for_model(part, data.classes, meta["classes"], name)
+
+
+def read_metadata_bytes(fmt, data: bytes) -> dict:
+    """The metadata of a file's bytes (`fmt`: its Format), read as `read_metadata` reads a file."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cnnlab-meta-") as tmp:
+        path = Path(tmp) / f"model.{fmt.ext}"
+        path.write_bytes(data)
+        return parse_meta(fmt.read_meta(path), f"the {fmt.title} data")

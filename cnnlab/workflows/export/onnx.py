@@ -85,11 +85,19 @@ def onnx_bytes(model, meta: dict, opset: int | None = None, exporter: str = "tor
     if written != opset:
         raise CnnlabError(f"the {exporter} exporter wrote opset {written}, not the {opset} asked for: "
                           f"use --exporter torchscript for opsets 9-20")
-    meta = {**meta, "export_format": "onnx", "opset": opset, "onnx_exporter": exporter,
-            "weights_sha256": onnx_weights_sha256(proto)}
+    meta = {**meta, "export_format": "onnx", "opset": opset, "onnx_exporter": exporter}
+    return finish(proto, meta)
+
+
+def finish(proto, meta: dict) -> bytes:
+    """The graph's bytes with cnnlab as producer, `meta` (and the weights' SHA-256) in metadata_props, checked."""
+    import onnx
+
+    meta = {**meta, "weights_sha256": onnx_weights_sha256(proto)}
     proto.producer_name, proto.producer_version = "cnnlab", __version__
     trained = f" trained on {meta['dataset']['name']}" if (meta.get("dataset") or {}).get("name") else ""
-    proto.doc_string = (f"{meta.get('model')}{trained}, exported by cnnlab; input batch x "
+    int8 = ", int8" if meta.get("quantization") else ""
+    proto.doc_string = (f"{meta.get('model')}{trained}{int8}, exported by cnnlab; input batch x "
                         f"{'x'.join(map(str, meta['input']['shape']))}: {meta['input']['expects']}")
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
@@ -100,6 +108,56 @@ def onnx_bytes(model, meta: dict, opset: int | None = None, exporter: str = "tor
         raise CnnlabError(f"the ONNX graph of '{meta.get('model')}' fails onnx's checker "
                           f"({str(e).splitlines()[0][:120]})") from None
     return proto.SerializeToString()
+
+
+def onnx_int8(model, meta: dict, calibration, opset: int | None = None, exporter: str = "torchscript") -> bytes:
+    """The ONNX graph quantized by ONNX Runtime's static quantization: QDQ nodes, int8 weights per output
+    channel, uint8 activations whose ranges are the min and max over `calibration` (prepared float32 NCHW).
+    ORT fuses each QuantizeLinear-op-DequantizeLinear group into its int8 kernel when it loads the file."""
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+    import onnxruntime
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from cnnlab.workflows.export.quantize import quiet_quantizer
+
+    fp32 = onnx_bytes(model, meta, opset, exporter)
+    batches = [{"input": calibration[i:i + 32].numpy()} for i in range(0, len(calibration), 32)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(batches)
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory(prefix="cnnlab-int8-") as tmp, quiet_quantizer():
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(fp32)
+        try:
+            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+        except Exception as e:  # the quantizer's own errors: an operator it cannot quantize  # noqa: BLE001
+            raise CnnlabError(f"ONNX Runtime cannot quantize '{meta.get('model')}' to int8 ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else ''}): try --format "
+                              "openvino --int8, or export float32") from None
+        proto = onnx.load(str(dst))
+    record = {**(meta.get("quantization") or {}), "dtype": "int8", "tool": f"onnxruntime {onnxruntime.__version__}",
+              "method": "static post-training (QDQ): int8 weights per output channel, uint8 activations, "
+                        "min-max ranges"}
+    base = onnx.load_from_string(fp32)
+    written = next(p.value for p in base.metadata_props if p.key == META_KEY)
+    return finish(proto, {**parse_meta(written, "the ONNX data"), "quantization": record})
+
+
+def stamp(data: bytes, updates: dict) -> bytes:
+    """The file's bytes with `updates` merged into its cnnlab metadata (the graph unchanged)."""
+    proto = _load_onnx(data, "the ONNX data")
+    meta = parse_meta(_meta_text(proto, "the ONNX data"), "the ONNX data")
+    return finish(proto, {**meta, **updates})
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -246,6 +304,6 @@ def convert(model, meta, device, source="", opset: int | None = None):
 ONNX = register_format(Format(
     name="onnx", ext="onnx", title="ONNX", runtime="onnxruntime", write=onnx_bytes, load=load, load_bytes=load_bytes,
     read_meta=read_meta, convert=convert, recognise=None, options={"opset": None, "exporter": "torchscript"},
-    resolve_options=resolve_options,
+    resolve_options=resolve_options, quantize=onnx_int8, stamp=stamp, requires=("onnx", "onnxruntime"),
     help="an ONNX graph for ONNX Runtime and edge toolchains: input `input` (batch, C, H, W) with a "
          f"dynamic batch, output `logits`, at the chosen --opset (default {DEFAULT_OPSET})"))

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from cnnlab.errors import CnnlabError
 from cnnlab.workflows.export.formats import Format, register_format
-from cnnlab.workflows.export.metadata import META_KEY, check_zip, meta_json, not_a_model, read_metadata
+from cnnlab.workflows.export.metadata import META_KEY, check_zip, meta_json, not_a_model, parse_meta, read_metadata
 from cnnlab.workflows.export.predictor import Predictor, check_io
 
 XML, BIN = "model.xml", "model.bin"  # the zip's members: OpenVINO IR's two files
@@ -74,8 +74,38 @@ def openvino_model(model, meta: dict):
 
 def openvino_bytes(model, meta: dict) -> bytes:
     """The zip of the IR: model.xml (the graph, the metadata in its rt_info) and model.bin (float32 weights)."""
-    ov = import_openvino()
+    return zip_ir(openvino_model(model, meta))
+
+
+def openvino_int8(model, meta: dict, calibration) -> bytes:
+    """The IR quantized by NNCF (post-training, its default symmetric preset with fast bias correction):
+    FakeQuantize nodes whose ranges come from `calibration` (prepared float32 NCHW, one image per step, as
+    NNCF collects its statistics), which OpenVINO's CPU plugin runs as int8 kernels."""
+    from cnnlab.workflows.export.quantize import quiet_quantizer
+
     ov_model = openvino_model(model, meta)
+    with quiet_quantizer():
+        try:
+            import nncf
+        except ImportError:
+            raise CnnlabError("NNCF is not installed (OpenVINO's int8 needs it): `pip install cnnlab[deploy]`") from None
+        try:
+            q = nncf.quantize(ov_model, nncf.Dataset([calibration[i:i + 1].numpy() for i in range(len(calibration))]),
+                              subset_size=len(calibration))
+        except Exception as e:  # NNCF's own errors  # noqa: BLE001
+            raise CnnlabError(f"NNCF cannot quantize '{meta.get('model')}' to int8 ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else ''}): export "
+                              "float32") from None
+    record = {**(meta.get("quantization") or {}), "dtype": "int8", "tool": f"nncf {nncf.__version__}",
+              "method": "static post-training (NNCF, symmetric preset, fast bias correction): int8 weights "
+                        "per output channel and activations, min-max ranges"}
+    q.set_rt_info(meta_json({**meta, "export_format": "openvino", "quantization": record}), META_KEY)
+    return zip_ir(q)
+
+
+def zip_ir(ov_model) -> bytes:
+    """An openvino.Model as the zip of its IR (weights as they are: float32, or int8 after quantization)."""
+    ov = import_openvino()
     with tempfile.TemporaryDirectory(prefix="cnnlab-openvino-") as tmp:
         ov.save_model(ov_model, str(Path(tmp) / XML), compress_to_fp16=False)
         out = Path(tmp) / "model.zip"
@@ -188,6 +218,15 @@ def load(path, device):
     return pred
 
 
+def stamp(data: bytes, updates: dict) -> bytes:
+    """The file's bytes with `updates` merged into its cnnlab metadata (the IR otherwise as it was)."""
+    xml, weights = _members(data, "the OpenVINO data")
+    ov_model = read_ir(xml, weights, "the OpenVINO data")
+    meta = parse_meta(ov_model.get_rt_info(META_KEY).astype(str), "the OpenVINO data")
+    ov_model.set_rt_info(meta_json({**meta, **updates}), META_KEY)
+    return zip_ir(ov_model)
+
+
 def load_bytes(data: bytes, meta: dict):
     xml, weights = _members(data, "the exported OpenVINO model")
     return OpenVinoPredictor(read_ir(xml, weights, "the exported OpenVINO model"), meta, "cpu",
@@ -203,6 +242,7 @@ def convert(model, meta, device, source=""):
 OPENVINO = register_format(Format(
     name="openvino", ext="openvino", title="OpenVINO", runtime="openvino", write=openvino_bytes, load=load,
     load_bytes=load_bytes, read_meta=read_meta, convert=convert, recognise=recognise, zip=True,
+    quantize=openvino_int8, stamp=stamp, requires=("openvino",),
     help="OpenVINO IR for edge CPUs, as one zip (unzip it for model.xml and model.bin): input `input` "
          "(batch, C, H, W) with a dynamic batch, output `logits`, float32 weights; runs on OpenVINO's CPU "
          "device; needs `pip install cnnlab[deploy]`"))

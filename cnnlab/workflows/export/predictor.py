@@ -38,6 +38,11 @@ class Predictor:
     def input_device(self):
         return self.device
 
+    @property
+    def label(self) -> str:
+        """The runtime's name in tables: `onnxruntime`, or `onnxruntime-int8` for a quantized model."""
+        return self.runtime + ("-int8" if self.meta.get("quantization") else "")
+
     def norm(self):
         return norm_for(self.meta)
 

@@ -44,7 +44,9 @@ from cnnlab.io import atomic_write_text, write_csv
 from cnnlab.dirs import RunDir, load_run
 from cnnlab.dirs.run import read_bench_rows
 from cnnlab.workflows.export import export_metadata, load_for_runtime, predictor_for_model, prepare
-from cnnlab.workflows.export import FILE_RUNTIMES, NATIVE_RUNTIME, RUNTIMES, file_split, read_metadata, sniff_format
+from cnnlab.workflows.export import (FILE_RUNTIMES, INT8, NATIVE_RUNTIME, all_runtime_names, auto_runtimes, file_split,
+                                    read_metadata, sniff_format, split_runtime)
+from cnnlab.workflows.export.quantize import calibration_images
 
 # new columns go at the end, so files read by position keep their meaning
 COLUMNS = ("device", "status", "best_train_acc", "best_train_loss", "best_val_acc", "best_val_loss",
@@ -170,16 +172,41 @@ def measure_interleaved(fns: dict, rounds: int = DEFAULT_ROUNDS, round_seconds: 
     return {key: statistics.median(v) for key, v in times.items()}
 
 
-def parse_runtimes(runtimes) -> tuple:
+def parse_runtimes(runtimes) -> tuple[tuple, set]:
+    """(runtime names in order, once each; the ones `auto` chose): `auto` is PyTorch eager and every
+    deployable runtime installed here (`auto_runtimes`)."""
     if isinstance(runtimes, str):
         runtimes = [r.strip().lower() for r in runtimes.split(",") if r.strip()]
-    runtimes = tuple(dict.fromkeys(runtimes))  # in order, once each
-    if not runtimes:
-        raise CnnlabError("--runtimes is empty: give e.g. torch,torchscript,onnxruntime")
+    names, auto = [], set()
     for r in runtimes:
-        if r not in RUNTIMES:
-            raise CnnlabError(f"unknown runtime '{r}' in --runtimes: choose from {', '.join(RUNTIMES)}")
-    return runtimes
+        if r == "auto":
+            auto |= set(auto_runtimes()) - set(names)
+            names += auto_runtimes()
+        else:
+            names.append(r)
+    names = tuple(dict.fromkeys(names))  # in order, once each
+    if not names:
+        raise CnnlabError("--runtimes is empty: give e.g. auto, or torch,onnxruntime,openvino-int8")
+    for r in names:
+        if r not in all_runtime_names():
+            raise CnnlabError(f"unknown runtime '{r}' in --runtimes: choose from auto, {', '.join(all_runtime_names())}")
+    return names, auto
+
+
+def fastest(rows: list[dict]) -> list[str]:
+    """One line per device: the measured runtime with the lowest latency at batch 1 and at the larger batch."""
+    lines = []
+    for device in dict.fromkeys(r["device"] for r in rows):
+        ok = [r for r in rows if r["device"] == device and r["status"] == "ok" and r.get("latency_ms_batch1")]
+        if len(ok) < 2:
+            continue
+        b1 = min(ok, key=lambda r: r["latency_ms_batch1"])
+        bn = min(ok, key=lambda r: r["latency_ms_per_image_batch"])
+        slow = max(ok, key=lambda r: r["latency_ms_batch1"])
+        lines.append(f"fastest on {device}: {b1['runtime']} at batch 1 ({b1['latency_ms_batch1']:.3f} ms/img, "
+                     f"{slow['latency_ms_batch1'] / b1['latency_ms_batch1']:.1f}x {slow['runtime']}), "
+                     f"{bn['runtime']} at batch {bn['batch_size']} ({bn['latency_ms_per_image_batch']:.4f} ms/img)")
+    return lines
 
 
 def bench_run(run_dir, devices=("cpu", "cuda"), batch_size: int = 256, do_train: bool = False, write: bool = True,
@@ -209,25 +236,36 @@ def _bench(run_dir, devices, batch_size, do_train, write, data_dir, runtimes, ro
         bench_files(run_dir, out)  # a damaged bench file is an error before any work, not after it
     is_run = RunDir(run_dir).is_run()
     if is_run:
-        runtimes = parse_runtimes(runtimes or ("torch",))
+        runtimes, auto = parse_runtimes(runtimes or ("auto",))
         run = load_run(run_dir)
         meta = export_metadata(run, None)
         test = run.split("test", data_dir)
         best = _best_from_metrics(run.dir)
         model, source = run.model, str(run.run_dir)
+        calibration = None
+        if any(split_runtime(r)[1] for r in runtimes):  # int8 as `cnnlab export --int8` makes it
+            calibration, _ = calibration_images(run, data_dir=data_dir)
 
         def make(runtime, device):
-            return predictor_for_model(model, meta, runtime, device, source)
+            return predictor_for_model(model, meta, runtime, device, source, calibration=calibration)
     else:
         fmt = sniff_format(run_dir)
-        runtimes = parse_runtimes(runtimes or (NATIVE_RUNTIME[fmt],))
+        _, meta = read_metadata(run_dir)
+        own = NATIVE_RUNTIME[fmt] + (INT8 if meta.get("quantization") else "")
+        runtimes, auto = parse_runtimes(runtimes or (own,))
+        if meta.get("quantization"):
+            auto = set()
+            if runtimes != (own,):
+                raise CnnlabError(f"{run_dir} is an int8 {fmt} file, which runs on {own} only: give the run directory "
+                                  "to compare runtimes")
+            runtimes = (NATIVE_RUNTIME[fmt],)  # loaded on its own runtime; its rows say int8
+        runtimes = tuple(r for r in runtimes if r not in auto or r in FILE_RUNTIMES[fmt])
         bad = [r for r in runtimes if r not in FILE_RUNTIMES[fmt]]
         if bad:
             raise CnnlabError(f"{run_dir} is a {fmt} file, which runs on {', '.join(FILE_RUNTIMES[fmt])} only, not "
                               f"{bad[0]}: give the run directory (or its safetensors export) to compare runtimes")
         if do_train:
             raise CnnlabError("--train needs a run directory (a model file has no training configuration to repeat)")
-        _, meta = read_metadata(run_dir)
         test = file_split(meta, "test", data_dir)
         best = {k: v for k, v in (meta.get("figures") or {}).items() if k.startswith("best_") and k[5:] in
                 ("train_acc", "train_loss", "val_acc", "val_loss")}
@@ -258,8 +296,12 @@ def _bench(run_dir, devices, batch_size, do_train, write, data_dir, runtimes, ro
             except CnnlabError as e:
                 if not is_run and runtime == NATIVE_RUNTIME[fmt] and name == "cpu":
                     raise  # a file that does not load is an error, not a row
+                if runtime in auto:  # `auto` measures what runs here: a runtime this device lacks is no row
+                    rows.pop()
+                    continue
                 row["status"] = f"unavailable: {e}"
                 continue
+            row["runtime"] = pred.label
             logits = predict_logits(pred, test, *pred.norm(), device=pred.input_device)
             res = evaluate_logits(logits, test.y, int(meta["num_classes"]), meta.get("loss") or "softmax")
             row.update(status="ok", test_acc=res["accuracy"], test_loss=res["loss"], batch_size=int(images.shape[0]),
@@ -355,3 +397,55 @@ def write_bench(target, rows: list[dict], out=None) -> tuple[list[str], list[str
         kept += [f"{line} in {json_path}" for line in note]
         written += [str(csv_path), str(json_path)]
     return written, kept
+
+
+# ---- the fastest runtime, for predict ---------------------------------------------------------
+
+PROBE_SECONDS = 2.0  # converting to the other runtimes, imports included: 1.3-2.5 s for LeNet-5, ResNet-20, FastNet
+
+
+def choose_runtime(model, meta: dict, device, source: str, images, bench_rows=(), work: int = 0) -> tuple:
+    """(Predictor, why): the model on the fastest float32 runtime installed here (`auto_runtimes`; int8 only
+    through its own export, which checks its accuracy), for `work` images to predict. The fastest measured
+    by `cnnlab bench` on this device and thread count at its larger batch when `bench_rows` (the run's
+    bench.json) hold two or more such runtimes. Else PyTorch is timed on `images` (uint8, the probe) first:
+    when the whole job would take it less than converting to the others costs (PROBE_SECONDS), it stays on
+    PyTorch; otherwise each runtime is converted and timed on the probe (3 interleaved rounds)."""
+    device = torch.device(device)
+    threads = torch.get_num_threads() if device.type == "cpu" else None
+    candidates = auto_runtimes()
+    measured = {r["runtime"]: r["latency_ms_per_image_batch"] for r in bench_rows
+                if r.get("status") == "ok" and r.get("device") == str(device) and r.get("runtime") in candidates
+                and r.get("threads") == threads and r.get("latency_ms_per_image_batch")}
+    if len(measured) >= 2:
+        best = min(measured, key=measured.get)
+        pred = predictor_for_model(model, meta, best, device, source)
+        return pred, (f"the fastest in bench.json on {device}: " +
+                      ", ".join(f"{rt} {ms:.4f}" for rt, ms in sorted(measured.items(), key=lambda kv: kv[1])) +
+                      " ms/img")
+    preds = {"torch": predictor_for_model(model, meta, "torch", device, source)}
+    x = prepare(images, *preds["torch"].norm())
+    eager = measure_interleaved({"torch": preds["torch"].runner(x.to(device))}, rounds=1, round_seconds=0.05,
+                                warmup=1)["torch"] / len(images)
+    if eager * work < PROBE_SECONDS:
+        return preds["torch"], (f"PyTorch takes about {eager * work:.1f} s for the {work} images, less than trying "
+                                f"the other runtimes costs (about {PROBE_SECONDS:g} s)")
+    for rt in candidates:
+        if rt in preds:
+            continue
+        try:
+            preds[rt] = predictor_for_model(model, meta, rt, device, source)
+        except CnnlabError:
+            continue  # a runtime that cannot run this model or device is not a candidate
+    if len(preds) == 1:
+        return next(iter(preds.values())), f"the only runtime here for {device}"
+    x = {rt: prepare(images, *p.norm()).to(p.input_device) for rt, p in preds.items()}
+    secs = measure_interleaved({rt: p.runner(x[rt]) for rt, p in preds.items()}, rounds=3, round_seconds=0.05,
+                               warmup=1)
+    best = min(secs, key=secs.get)
+    for rt, p in preds.items():
+        if rt != best:
+            p.close()
+    per = {rt: s / len(images) * 1e3 for rt, s in secs.items()}
+    return preds[best], (f"the fastest of a {len(images)}-image probe on {device}: " +
+                         ", ".join(f"{rt} {ms:.4f}" for rt, ms in sorted(per.items(), key=lambda kv: kv[1])) + " ms/img")

@@ -23,7 +23,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import evaluate, evaluate_logits, predict_logits
 from cnnlab.dirs import RunDir, load_run
 from cnnlab.workflows.export import load_for_runtime
-from cnnlab.workflows.export import NATIVE_RUNTIME, file_split, ort_providers, sniff_format
+from cnnlab.workflows.export import INT8, NATIVE_RUNTIME, file_split, format_for_runtime, ort_providers, sniff_format
 
 
 def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", data_dir=None, device="auto",
@@ -77,27 +77,48 @@ def evaluate_file(path, split: str = "test", data_dir=None, device="auto", datas
 
 
 def predict_run(run_dir, split: str = "test", checkpoint: str | None = None, out=None, names: bool = False,
-                data_dir=None, device="auto", dataset=None) -> dict:
+                data_dir=None, device="auto", dataset=None, runtime: str = "auto") -> dict:
     """predictions.csv of a run directory (RUN_DIR/predictions.csv) or of an exported file
     (./predictions.csv unless `out`); `dataset` predicts a file on another dataset of the same shape.
-    `checkpoint` (best, the default, or last) applies to a run directory only."""
+    `checkpoint` (best, the default, or last) applies to a run directory only. `runtime`: a run directory
+    predicts on the fastest float32 runtime here by default (`bench.choose_runtime`), a file on its own."""
     if is_exported_file(run_dir):
         refuse_checkpoint(run_dir, checkpoint)
-        return _predict_file(run_dir, split, out, names, data_dir, device, dataset)
+        return _predict_file(run_dir, split, out, names, data_dir, device, dataset,
+                             None if runtime in (None, "auto") else runtime)
     if dataset is not None:
         raise CnnlabError("--dataset applies to an exported model file; a run directory predicts on its own dataset")
+    from cnnlab.workflows.export import export_metadata, predictor_for_model
+    from cnnlab.workflows.measure.bench import choose_runtime
+
     run = load_run(run_dir, checkpoint or "best")
     data = run.split(split, data_dir)
     dev = resolve_device(device)
+    meta = export_metadata(run, None)
+    if runtime in (None, "auto"):
+        try:
+            measured = run.dir.read_bench()
+        except CnnlabError:
+            measured = []  # a damaged bench.json costs the measured choice, not the predictions (bench says why)
+        tta = {0: 1, 1: 2, 2: 6}[int(run.config.tta)]  # passes per image (cnnlab.evaluate.tta_logits)
+        pred, why = choose_runtime(run.model, meta, dev, str(run.run_dir), data.x[:64], measured, len(data) * tta)
+    else:
+        if runtime.endswith(INT8):
+            raise CnnlabError(f"predict on int8 through its checked export: `cnnlab export {run_dir} --format "
+                              f"{format_for_runtime(runtime).name} --int8`, then `cnnlab predict` that file")
+        pred, why = predictor_for_model(run.model, meta, runtime, dev, str(run.run_dir)), "as asked"
     d = run.data
-    pred = predict_logits(run.model.to(dev), data, d["mean"], d["std"], device=dev, tta=run.config.tta).argmax(1).tolist()
-    labels = [d["classes"][p] for p in pred] if names else pred
+    logits = predict_logits(pred, data, *pred.norm(), device=pred.input_device, tta=run.config.tta)
+    labels = logits.argmax(1).tolist()
+    if names:
+        labels = [d["classes"][p] for p in labels]
     path = run.dir.write_predictions(labels, out)
-    return {"predictions": str(path), "rows": len(pred), "split": split}
+    return {"predictions": str(path), "rows": len(labels), "split": split, "runtime": pred.label,
+            "device": str(pred.device), "runtime_choice": why}
 
 
-def _predict_file(path, split, out, names, data_dir, device, dataset) -> dict:
-    pred = load_for_runtime(path, None, file_device(path, device))
+def _predict_file(path, split, out, names, data_dir, device, dataset, runtime=None) -> dict:
+    pred = load_for_runtime(path, runtime, file_device(path, device, runtime))
     data = file_split(pred.meta, split, data_dir, dataset)
     logits = predict_logits(pred, data, *pred.norm(), device=pred.input_device, tta=int(pred.meta.get("tta") or 0))
     labels = logits.argmax(1).tolist()
@@ -105,4 +126,4 @@ def _predict_file(path, split, out, names, data_dir, device, dataset) -> dict:
         labels = [pred.meta["classes"][p] for p in labels]
     written = RunDir(Path.cwd()).write_predictions(labels, out)  # ./predictions.csv by default
     return {"predictions": str(written), "rows": len(labels), "split": split, "model_file": str(path),
-            "runtime": pred.runtime, "device": str(pred.device)}
+            "runtime": pred.label, "device": str(pred.device), "runtime_choice": None if runtime is None else "as asked"}
