@@ -95,13 +95,14 @@ def int8_check(pred, model, meta: dict, test) -> dict:
         mask = y == c
         n = int(mask.sum())
         if n:
-            fp, q = float((ref[mask] == c).float().mean()), float((got[mask] == c).float().mean())
+            fp, q = int((ref[mask] == c).sum()) / n, int((got[mask] == c).sum()) / n
             per_class.append({"class": name, "images": n, "fp32_acc": fp, "int8_acc": q, "drop_points": 100 * (fp - q)})
     worst = max(per_class, key=lambda r: r["drop_points"]) if per_class else None
-    return {"split": "test", "images": int(len(y)), "tta": tta,
-            "fp32_acc": float((ref == y).float().mean()) if len(y) else None,
-            "int8_acc": float((got == y).float().mean()) if len(y) else None,
-            "agreement": float((ref == got).float().mean()) if len(y) else None,
+    n = len(y)
+    return {"split": "test", "images": int(n), "tta": tta,  # fractions of exact counts, as evaluate gives them
+            "fp32_acc": int((ref == y).sum()) / n if n else None,
+            "int8_acc": int((got == y).sum()) / n if n else None,
+            "agreement": int((ref == got).sum()) / n if n else None,
             "max_class_drop_points": worst["drop_points"] if worst else 0.0,
             "worst_class": worst["class"] if worst else None, "per_class": per_class}
 
