@@ -13,7 +13,7 @@ OUT/results.json:
   twice the forward's cost; convolutions and fc layers, which are all but a trace of the work),
   the achieved FLOP/s, and the floor: the same FLOPs at this machine's measured matmul rate in the
   recipe's precision (a large square matmul, median of 5; the best a dense kernel reaches here).
-Threads default to every core (cnnlab's own default leaves one free for the rest of the machine).
+Threads default to every core (cnnlab's own default leaves the cores other work keeps busy at the start).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@
       "engine":       "torch" | "scratch", "engine_state": the engine's own state (optimizer, schedule, ...),
       "progress":     {"step", "epoch", "batch", partial-epoch sums, best/early-stop state},
       "rng":          {"torch", "cuda", "numpy", "python"} generator states,
+      "threads":      the CPU threads it trained on (a resume without --threads keeps them),
     }
 
 Written atomically (temporary file, fsync, rename), so a crash never leaves a torn file. Where a

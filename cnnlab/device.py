@@ -41,22 +41,64 @@ def resolve_device(name: str = "auto") -> torch.device:
 _TORCH_DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice, before anything changes it
 
 
+_BUSY: list = []  # the busy cores measured once per process (busy_cores)
+
+
+def busy_cores(seconds: float = 0.1) -> float | None:
+    """How many cores other work keeps busy, measured once per process over `seconds` from /proc/stat
+    (this process sleeps meanwhile, so only the others count); None where /proc/stat is not there."""
+    if _BUSY:
+        return _BUSY[0]
+
+    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
+    def sample():
+        """{cpu: (all ticks, idle ticks)} of the cores this process may run on (a container or taskset may
+        give it a few of the machine's)."""
+        out = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *ticks = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and (mine is None or int(name[3:]) in mine):
+                    t = [int(v) for v in ticks[:8]]  # user nice system idle iowait irq softirq steal
+                    out[int(name[3:])] = (sum(t), t[3] + t[4])
+        return out
+
+    try:
+        import time
+
+        before = sample()
+        time.sleep(seconds)
+        after = sample()
+        busy = sum(1 - (after[c][1] - before[c][1]) / (after[c][0] - before[c][0])
+                   for c in before if c in after and after[c][0] > before[c][0])
+        _BUSY.append(max(busy, 0.0) if before else None)
+    except (OSError, ValueError, IndexError):
+        _BUSY.append(None)
+    return _BUSY[0]
+
+
 def choose_threads(requested: int | None) -> int:
     """The CPU threads a run uses: `requested` (--threads); else torch's default (one per core, or
-    OMP_NUM_THREADS) less one core, kept free for the rest of the machine, and at least 1.
+    OMP_NUM_THREADS) less the cores other work keeps busy when the run starts (`busy_cores`: a core
+    more than a quarter busy counts), at least 1. Where the load cannot be measured, one core is kept free.
 
     Measured on a shared 2-core machine (BENCHMARKS.md, "Threads under load"): LeNet-5 trains
     1.6x faster on 2 threads than on 1 while nothing else runs, but each of its many small parallel
     operations waits for both threads, so with other jobs on the machine 2 threads fell to 4-17%
-    of 1 thread's speed.
+    of 1 thread's speed. So an idle machine gets every core and a busy one keeps the busy cores free.
     """
     if requested:
         return int(requested)
     if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
         return _TORCH_DEFAULT_THREADS  # the user's choice
+    import math
+
     from cnnlab.envinfo import cpu_cores
 
-    return max(1, min(_TORCH_DEFAULT_THREADS, cpu_cores() - 1))
+    busy = busy_cores()
+    taken = 1 if busy is None else max(0, math.ceil(busy - 0.25))
+    return max(1, min(_TORCH_DEFAULT_THREADS, cpu_cores() - taken))
 
 
 def set_threads(requested: int | None) -> dict:
@@ -72,7 +114,9 @@ def set_threads(requested: int | None) -> dict:
     n = choose_threads(requested)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(n)
-    return {"torch": torch.get_num_threads(), "numba": numba.get_num_threads(), "numba_layer": numba.threading_layer()}
+    busy = None if requested else _BUSY[0] if _BUSY else None
+    return {"torch": torch.get_num_threads(), "numba": numba.get_num_threads(), "numba_layer": numba.threading_layer(),
+            "busy_cores_at_start": None if busy is None else round(busy, 2)}
 
 
 def synchronize(device: torch.device):

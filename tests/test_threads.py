@@ -19,6 +19,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.device import choose_threads
 from cnnlab.train.hooks import Hook
 from cnnlab.train.loop import train
+from tests.crash import DieAtCheckpoint, Killed, last_weights
 
 PACKAGE = Path(cnnlab.__file__).resolve().parent
 SYN = "synthetic:shape=3x16x16,classes=4,train=400,test=64"
@@ -34,11 +35,34 @@ def test_choose_threads(monkeypatch):
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     monkeypatch.setattr(device, "_TORCH_DEFAULT_THREADS", 8)
     assert choose_threads(3) == 3  # --threads is taken as given
-    for cpus, expected in ((1, 1), (2, 1), (4, 3), (16, 8)):  # a core kept free, never above torch's own
+    # (cores, cores other work keeps busy at start, threads): an idle machine gets every core (never above
+    # torch's own default), a core more than a quarter busy is left to its work, and at least one thread;
+    # where the load cannot be read (None) one core is kept free
+    for cpus, busy, expected in ((1, 0.0, 1), (2, 0.02, 2), (2, 0.2, 2), (2, 0.3, 1), (2, 1.0, 1), (2, 2.0, 1),
+                                 (4, 0.0, 4), (4, 1.6, 2), (16, 0.0, 8), (16, 9.0, 7), (2, None, 1), (4, None, 3)):
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cpus: set(range(n)))
-        assert choose_threads(None) == expected
+        monkeypatch.setattr(device, "_BUSY", [busy])
+        assert choose_threads(None) == expected, (cpus, busy)
     monkeypatch.setenv("OMP_NUM_THREADS", "8")  # the user's choice stands
     assert choose_threads(None) == 8
+
+
+def test_busy_cores_measures_other_work(monkeypatch):
+    """Measured from /proc/stat while this process sleeps: a process spinning on a core of ours counts
+    as (nearly) one busy core; the figure is measured once per process."""
+    if not Path("/proc/stat").exists():
+        pytest.skip("no /proc/stat on this system: choose_threads keeps one core free there")
+    monkeypatch.setattr(device, "_BUSY", [])
+    core = sorted(os.sched_getaffinity(0))[0]
+    spin = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{core}}})\nwhile True: pass"])
+    try:
+        time.sleep(0.3)  # started and spinning
+        busy = device.busy_cores(0.3)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert 0.8 <= busy <= len(os.sched_getaffinity(0)) + 1e-9
+    assert device.busy_cores() == busy  # once per process
 
 
 class _Watch(Hook):
@@ -90,7 +114,8 @@ print(json.dumps({{"seen": sorted(W.seen), "threads": s["threads"]}}))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["seen"] == [[1, 1]] and out["threads"] == {"torch": 1, "numba": 1, "numba_layer": "omp"}
+    assert out["seen"] == [[1, 1]]
+    assert out["threads"] == {"torch": 1, "numba": 1, "numba_layer": "omp", "busy_cores_at_start": None}
 
 
 def _kernel_files(root: Path) -> dict:
@@ -135,3 +160,33 @@ def test_numba_settings_respect_the_user(tmp_path, numba_first):
                                        env=_clean_env(**env)).stdout.split()
     assert run(NUMBA_CACHE_DIR=str(tmp_path / "mine"), NUMBA_THREADING_LAYER="omp") == [str(tmp_path / "mine"), "omp"]
     assert run(HOME=str(tmp_path / "home")) == [str(tmp_path / "home" / ".cache" / "cnnlab" / "numba"), "workqueue"]
+
+
+def test_a_resumed_run_keeps_its_thread_count(tmp_path, monkeypatch):
+    """Threads chosen by load are recorded in the checkpoint: a run started on an idle machine and resumed
+    on a busy one continues on the count it started with (another count may add in another order)."""
+    from cnnlab.checkpoint import load_checkpoint
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(device, "_TORCH_DEFAULT_THREADS", 2)
+    before = (torch.get_num_threads(), numba.get_num_threads())
+    try:
+        monkeypatch.setattr(device, "_BUSY", [0.0])  # idle at the start
+        config = dict(dataset=SYN, model="lenet5", epochs=2, batch_size=32, val_size=40, device="cpu", save_every_steps=5)
+        whole = train(TrainConfig(**config, out=str(tmp_path / "whole")), quiet=True)
+        assert whole["threads"]["torch"] == 2 and whole["threads"]["busy_cores_at_start"] == 0.0
+        run = tmp_path / "killed"
+        with pytest.raises(Killed):
+            train(TrainConfig(**config, out=str(run)), quiet=True, hooks=[DieAtCheckpoint(15)])  # mid epoch 2
+        assert load_checkpoint(run / "checkpoints" / "last.pt")["threads"] == 2
+        monkeypatch.setattr(device, "_BUSY", [2.0])  # busy when it resumes
+        assert choose_threads(None) == 1
+        resumed = train(None, resume=run, quiet=True)
+        assert resumed["threads"]["torch"] == 2 and resumed["threads"]["busy_cores_at_start"] is None
+        a, b = last_weights(tmp_path / "whole"), last_weights(run)
+        assert all(torch.equal(a[k], b[k]) for k in a), "resume is not exact"
+    finally:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])

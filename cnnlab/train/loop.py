@@ -222,8 +222,9 @@ class Trainer:
                                   augment=config.augment, device=self.device,
                                   drop_last=len(data.train) >= config.batch_size)
         self.loader.warm_up()
-        # after the loader's warm-up, which would undo it (BatchLoader.warm_up); cnnlab.device.choose_threads
-        self.threads = set_threads(config.threads)
+        # after the loader's warm-up, which would undo it (BatchLoader.warm_up); cnnlab.device.choose_threads.
+        # A resumed run keeps the count it started with: with another, sums may add in another order.
+        self.threads = set_threads(config.threads or (self.ckpt or {}).get("threads"))
         self.steps_per_epoch = len(self.loader)
         self.engine = build_engine(config, data.num_classes, data.shape, self.steps_per_epoch, self.device, self.world)
         self.share = share(config.batch_size, self.world) if self.world.distributed else slice(None)
@@ -390,7 +391,7 @@ class Trainer:
             "config": self.config.to_dict(), "data": self.meta,
             "model_state": self.engine.torch_model().state_dict(), "engine": self.config.engine,
             "engine_state": self.engine.state_dict(), "progress": self.progress.to_dict(), "rng": rng_state(),
-            "hooks": {h.name: h.state_dict() for h in self.hooks if h.name}})
+            "hooks": {h.name: h.state_dict() for h in self.hooks if h.name}, "threads": self.threads["torch"]})
         for h in self.hooks:
             h.on_checkpoint(self, path, which)
 
