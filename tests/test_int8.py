@@ -10,17 +10,14 @@ CNNLAB_REQUIRE_OPENVINO=1 (tests/test_export.py's rule).
 
 from __future__ import annotations
 
-import json
-import os
 
 import pytest
-import torch
 
-from cnnlab.cli import main
 from cnnlab.dirs import RunDir
 from cnnlab.workflows.export import auto_runtimes, get_format, int8_formats, read_metadata
 from tests.cli import cli, one_line_error
-from tests.test_export import skip_without
+from tests.realruns import mnist_lenet
+from tests.test_export import cli_json, skip_without
 
 INT8 = [f.name for f in int8_formats()]
 
@@ -30,32 +27,10 @@ def _one_thread(one_thread):
     """One thread, as every export test (tests/conftest.py)."""
 
 
-def cli_json(capsys, *argv):
-    code, out, err = cli(capsys, *argv, "--json")
-    assert code == 0, err
-    return json.loads(out)
-
-
 @pytest.fixture(scope="module")
 def mnist_run(tmp_path_factory):
-    """LeNet-5 after one epoch on 4,000 MNIST training images (about 95% on the 10,000 test images)."""
-    from cnnlab.data import load_dataset
-    from cnnlab.errors import DataError
-
-    data_dir = os.environ.get("CNNLAB_DATA_DIR")
-    try:
-        load_dataset("mnist", data_dir)
-    except DataError as e:
-        if os.environ.get("CNNLAB_REQUIRE_DATA") == "1":
-            pytest.fail(f"MNIST is required here: {e}")
-        pytest.skip(f"MNIST unavailable ({e}); set CNNLAB_DATA_DIR to a folder holding mnist/")
-    out = tmp_path_factory.mktemp("int8") / "lenet"
-    with torch.inference_mode(False):
-        torch.set_num_threads(1)
-        assert main(["train", "--model", "lenet5", "--dataset", "mnist", "--subset", "4000", "--val-size", "500",
-                     "--epochs", "1", "--batch-size", "64", "--lr", "3e-3", "--device", "cpu", "--threads", "1",
-                     "--out", str(out), "--quiet"] + (["--data-dir", data_dir] if data_dir else [])) == 0
-    return out
+    """LeNet-5 after one epoch on 4,000 MNIST training images (about 92% on the 10,000 test images)."""
+    return mnist_lenet(tmp_path_factory, "--subset", "4000", "--lr", "3e-3", "--threads", "1")
 
 
 @pytest.mark.realdata

@@ -1,7 +1,6 @@
 """The competition score and the device benchmark, end to end on a real short run."""
 
 import json
-import os
 
 import pytest
 import torch
@@ -47,23 +46,9 @@ def test_ranking_metric():
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
-    from cnnlab.data import load_dataset
-    from cnnlab.errors import DataError
+    from tests.realruns import mnist_lenet
 
-    data_dir = os.environ.get("CNNLAB_DATA_DIR")
-    try:
-        load_dataset("mnist", data_dir)
-    except DataError as e:
-        if os.environ.get("CNNLAB_REQUIRE_DATA") == "1":
-            pytest.fail(f"MNIST is required here: {e}")
-        pytest.skip(f"MNIST unavailable ({e}); set CNNLAB_DATA_DIR to a folder holding mnist/")
-    out = tmp_path_factory.mktemp("runs") / "lenet"
-    args = ["train", "--model", "lenet5", "--dataset", "mnist", "--subset", "2000", "--val-size", "500",
-            "--epochs", "1", "--batch-size", "64", "--device", "cpu", "--out", str(out), "--quiet"]
-    if data_dir:
-        args += ["--data-dir", data_dir]
-    assert main(args) == 0
-    return out
+    return mnist_lenet(tmp_path_factory, "--subset", "2000")
 
 
 @pytest.mark.realdata

@@ -209,14 +209,7 @@ def check_int8(form: Format, data: bytes, meta: dict, model, run, data_dir, chec
         record["check"] = None
         info["quantization"] = record
         return form.stamp(data, {"quantization": record})
-    try:
-        test = run.split("test", data_dir)
-    except DataError as e:
-        raise CnnlabError(f"the int8 check needs the test split of {run.config.dataset}, which cannot be read here "
-                          f"({str(e).split(':')[0]}): give --data-dir, or --no-check to write it unchecked") from None
-    if len(test) == 0:
-        raise CnnlabError(f"the test split of {run.config.dataset} is empty: the int8 check has nothing to run on; "
-                          "--no-check writes it unchecked")
+    test = quantize.needed_split(run, "test", data_dir, "the int8 check", ", or --no-check to write it unchecked")
     result = int8_check(form.load_bytes(data, written), model, written, test)
     result["max_class_drop_allowed"] = max_class_drop
     why = class_drop_refusal(result, max_class_drop)

@@ -44,17 +44,25 @@ def calibration_images(run, n: int = DEFAULT_CALIBRATION_IMAGES, data_dir=None, 
 
     if n < 1:
         raise CnnlabError(f"--calibration-images must be at least 1, got {n}")
-    try:
-        train = run.split("train", data_dir)
-    except DataError as e:
-        raise CnnlabError(f"int8 calibration needs the training split of {run.config.dataset}, which cannot be read "
-                          f"here ({str(e).split(':')[0]}): give --data-dir") from None
-    if len(train) == 0:
-        raise CnnlabError(f"the training split of {run.config.dataset} is empty: nothing to calibrate int8 on")
+    train = needed_split(run, "train", data_dir, "int8 calibration", "")
     g = torch.Generator().manual_seed(int(run.config.seed or 0))
     pick = torch.randperm(len(train), generator=g)[:n].sort().values
     mean, std = norm_for(meta) if meta else (run.data["mean"], run.data["std"])
     return prepare(train.x[pick], mean, std), f"{len(pick)} training images of {run.config.dataset}"
+
+
+def needed_split(run, split: str, data_dir, purpose: str, otherwise: str):
+    """A run's split that `purpose` cannot do without: unreadable or empty is one line (`otherwise`: the way
+    around it, after the fix)."""
+    try:
+        part = run.split(split, data_dir)
+    except DataError as e:
+        raise CnnlabError(f"{purpose} needs the {split} split of {run.config.dataset}, which cannot be read here "
+                          f"({str(e).split(':')[0]}): give --data-dir{otherwise}") from None
+    if len(part) == 0:
+        raise CnnlabError(f"the {split} split of {run.config.dataset} is empty: {purpose} has nothing to run on"
+                          f"{otherwise.replace(', or', ';') if otherwise else ''}")
+    return part
 
 
 def calibration_record(n: int, seed) -> dict:
