@@ -8,7 +8,7 @@
 
     formats.py      Format, register_format, FORMATS  the registry: everything asked of a format by name
     metadata.py     export_metadata, sniff_format     the record every file carries; a file known by content
-    predictor.py    Predictor, load_exported           a model on a runtime; a file on its own runtime
+    predictor.py    Predictor, load_exported, prepare  a model on a runtime; a file on its own runtime; its input
     export.py       export_run, load_for_runtime       the checked write; a file or model on any runtime
     safetensors.py  safetensors_bytes                  the state dict, on PyTorch eager (any runtime)
     onnx.py         onnx_bytes, OnnxPredictor          the graph at an opset, on ONNX Runtime
@@ -28,14 +28,14 @@ from cnnlab.workflows.export.formats import (FILE_RUNTIMES, FORMATS, INT8, NATIV
                                              int8_formats, register_format, runtime_available, split_runtime)
 from cnnlab.workflows.export.metadata import (META_FILE, META_FORMAT, META_KEY, META_VERSION, export_metadata,
                                               file_split, model_metadata, read_metadata, sniff_format)
-from cnnlab.workflows.export.predictor import Predictor, TorchPredictor, load_exported
+from cnnlab.workflows.export.predictor import Predictor, TorchPredictor, load_exported, prepare
 from cnnlab.workflows.export.safetensors import build_torch_model, load_safetensors, safetensors_bytes
 from cnnlab.workflows.export.onnx import DEFAULT_OPSET, EXPORTERS, OnnxPredictor, onnx_bytes, ort_providers
 from cnnlab.workflows.export.torchscript import torchscript_bytes
 from cnnlab.workflows.export.keras import KerasPredictor, keras_bytes, keras_model
 from cnnlab.workflows.export.openvino import OpenVinoPredictor, openvino_bytes
 from cnnlab.workflows.export.export import (compare, export_run, load_for_runtime, predictor_for_model,
-                                            predictor_from_bytes, prepare)
+                                            predictor_from_bytes)
 
 __all__ = ["DEFAULT_OPSET", "EXPORTERS", "FILE_RUNTIMES", "FORMATS", "INT8", "all_runtime_names", "auto_runtimes",
            "int8_formats", "runtime_available", "split_runtime", "META_FILE", "META_FORMAT", "META_KEY",

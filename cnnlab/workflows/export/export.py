@@ -30,7 +30,7 @@ from cnnlab.workflows.export.formats import (FORMATS, Format, export_options, fo
 from cnnlab.workflows.export import quantize
 from cnnlab.workflows.export.quantize import (DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_CLASS_DROP, calibration_record, check_max_class_drop, class_drop_refusal, int8_check)
 from cnnlab.workflows.export.metadata import export_metadata, read_metadata_bytes, sniff_format
-from cnnlab.workflows.export.predictor import Predictor, load_exported
+from cnnlab.workflows.export.predictor import Predictor, load_exported, prepare
 
 
 # ---- a model or a file on a runtime -----------------------------------------------------------
@@ -93,17 +93,6 @@ def check_images(run, n: int, data_dir=None):
     c, h, w = run.data["shape"]
     x = torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     return x, f"{n} random images ({run.config.dataset} not readable here: {why})"
-
-
-def prepare(x_uint8, mean, std):
-    """uint8 images as cnnlab's loader hands them to a model: (x - 255*mean) * 1/(255*std)."""
-    import torch
-
-    from cnnlab.data.datasets import Split
-    from cnnlab.data.loader import BatchLoader
-
-    split = Split(x_uint8, torch.zeros(len(x_uint8), dtype=torch.long))
-    return BatchLoader(split, max(1, len(x_uint8)), mean, std).batch(torch.arange(len(x_uint8)))[0]
 
 
 def compare(pred: Predictor, model, meta: dict, images) -> dict:
@@ -216,8 +205,8 @@ def check_int8(form: Format, data: bytes, meta: dict, model, run, data_dir, chec
     if why:
         raise CnnlabError(why)
     result["runtime"] = form.runtime
-    record["check"] = {k: v for k, v in result.items() if k != "per_class"}
-    record["check"]["per_class_drop_points"] = {r["class"]: round(r["drop_points"], 4) for r in result["per_class"]}
+    record["check"] = {k: v for k, v in result.items() if k != "by_class"}
+    record["check"]["per_class_drop_points"] = {r["class"]: round(r["drop_points"], 4) for r in result["by_class"]}
     info["quantization"] = record
     info["check"] = result
     return form.stamp(data, {"quantization": record})

@@ -87,6 +87,17 @@ class TorchPredictor(Predictor):
         return run
 
 
+def prepare(x_uint8, mean, std):
+    """uint8 images as cnnlab's loader hands them to a model: (x - 255*mean) * 1/(255*std)."""
+    import torch
+
+    from cnnlab.data.datasets import Split
+    from cnnlab.data.loader import BatchLoader
+
+    split = Split(x_uint8, torch.zeros(len(x_uint8), dtype=torch.long))
+    return BatchLoader(split, max(1, len(x_uint8)), mean, std).batch(torch.arange(len(x_uint8)))[0]
+
+
 def check_io(pred: Predictor, path):
     """Run a 2-image batch of the recorded input shape: a model that does not take it, or does not give
     one score per recorded class, does not belong to its metadata."""

@@ -39,7 +39,7 @@ def calibration_images(run, n: int = DEFAULT_CALIBRATION_IMAGES, data_dir=None, 
     the exported model takes them (`meta`'s normalisation: baked in or not)."""
     import torch
 
-    from cnnlab.workflows.export.export import prepare
+    from cnnlab.workflows.export.predictor import prepare
     from cnnlab.workflows.export.metadata import norm_for
 
     if n < 1:
@@ -112,12 +112,12 @@ def int8_check(pred, model, meta: dict, test) -> dict:
             "int8_acc": int((got == y).sum()) / n if n else None,
             "agreement": int((ref == got).sum()) / n if n else None,
             "max_class_drop_points": worst["drop_points"] if worst else 0.0,
-            "worst_class": worst["class"] if worst else None, "per_class": per_class}
+            "worst_class": worst["class"] if worst else None, "by_class": per_class}
 
 
 def class_drop_refusal(check: dict, max_class_drop: float = DEFAULT_MAX_CLASS_DROP) -> str | None:
     """None when no class lost more than `max_class_drop` points of test accuracy in int8, else the one line."""
-    worst = next((r for r in check["per_class"] if r["class"] == check["worst_class"]), None)
+    worst = next((r for r in check["by_class"] if r["class"] == check["worst_class"]), None)
     if worst is None or worst["drop_points"] <= max_class_drop + 1e-9:
         return None
     accept = math.ceil(worst["drop_points"] * 10) / 10
