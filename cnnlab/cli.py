@@ -24,7 +24,7 @@ NO_SPACE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is u
 # Order here is the order in `cnnlab --help`.
 COMMANDS = (
     "train", "recipes", "evaluate", "predict", "models", "data", "env", "gradcheck", "profile", "cost", "score", "bench", "lr-find",
-    "study", "search", "plot", "report", "export", "cluster",
+    "study", "search", "plot", "report", "export", "cluster", "serve",
 )
 
 

@@ -89,6 +89,14 @@ def tta_logits(fn, x, level=1):
     return (scores + shifted) / 2
 
 
+TTA_PASSES = {0: 1, 1: 2, 2: 6}  # forward passes per image at each level of tta_logits
+
+
+def tta_passes(level) -> int:
+    """Forward passes per image that test-time augmentation `level` costs (tta_logits)."""
+    return TTA_PASSES[max(0, min(2, int(level or 0)))]
+
+
 @torch.no_grad()
 def predict_logits(model_or_fn, split, mean, std, batch_size=1000, device="cpu", tta=False) -> torch.Tensor:
     """Scores for every image of the split, in dataset order. `model_or_fn` maps a batch to scores."""

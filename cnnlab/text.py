@@ -1,5 +1,7 @@
 """Fixed-width text tables: the one formatter of the tables the commands print (cnnlab cost,
-gradcheck, bench, data profile, evaluate).
+gradcheck, bench, data profile, evaluate); and sizes as people write them.
+
+    parse_bytes("1MB") -> 1_000_000; parse_bytes("512KiB") -> 524_288   (the one reader of a size)
 
     format_table(header, rows, align=None, rules=()) -> str
 
@@ -17,6 +19,10 @@ a number (an optional trailing %) is right-aligned and any other cell left-align
 """
 
 from __future__ import annotations
+
+import re
+
+from cnnlab.errors import CnnlabError
 
 GAP = "  "
 
@@ -49,3 +55,18 @@ def format_table(header, rows, align: str | None = None, rules=()) -> str:
             out.append(rule)
         out.append(line(r))
     return "\n".join(out)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*$", re.I)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_bytes(text: str) -> int:
+    """'1MB' -> 1,000,000; '1MiB' -> 1,048,576; '250000' -> 250,000 bytes."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise CnnlabError(f"bad size '{text}': write a number of bytes with an optional unit, e.g. 1MB, 512KiB, 250000")
+    size = int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
+    if size < 1:
+        raise CnnlabError(f"bad size '{text}': it must be at least 1 byte, e.g. 1MB")
+    return size

@@ -4,7 +4,8 @@ Chromium is started with `--remote-debugging-pipe`: it reads protocol messages (
 by a NUL byte) from file descriptor 3 and writes its answers and events to file descriptor 4, so
 no websocket and no port are needed. `Page` records what a report must never cause: console
 errors, uncaught exceptions, failed requests and requests for anything but a local file or an
-inline `data:` URL (a report must open without a network).
+inline `data:` URL (a report must open without a network). A page opened from a local web server
+(`b.open("http://127.0.0.1:8000/")`, the competition server) may also load from that server alone.
 
     with Browser() as b:
         page = b.open(Path("report.html"))
@@ -12,6 +13,8 @@ inline `data:` URL (a report must open without a network).
         png = page.screenshot()    # PNG bytes
         page.click("th[data-key=test_acc]")
         page.evaluate("document.title")
+        page.set_files("#model", [Path("model.onnx")])          # a file input, as a person picks a file
+        page.follow(lambda: page.click("#submit"))              # a click that loads another page
 """
 
 from __future__ import annotations
@@ -184,8 +187,9 @@ class Browser:
 
     # ---- pages
 
-    def open(self, path: Path) -> "Page":
-        """A new tab that loads a local file, with every domain that reports trouble enabled first."""
+    def open(self, path) -> "Page":
+        """A new tab that loads a local file (or an http:// URL), with every domain that reports trouble
+        enabled first."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         page = Page(self, session)
@@ -195,7 +199,7 @@ class Browser:
                   {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False}, session)
         with self._cond:
             start = len(self._events)
-        page.url = Path(path).resolve().as_uri()
+        page.url = path if str(path).startswith(("http://", "https://")) else Path(path).resolve().as_uri()
         self.send("Page.navigate", {"url": page.url}, session)
         self.wait_event("Page.loadEventFired", session, after=start)
         page.settle()
@@ -208,6 +212,30 @@ class Page:
 
     def send(self, method, params=None):
         return self.browser.send(method, params, self.session)
+
+    @property
+    def origin(self) -> str | None:
+        """scheme://host:port of a page served over HTTP, else None."""
+        if not self.url or not self.url.startswith(("http://", "https://")):
+            return None
+        scheme, _, rest = self.url.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}"
+
+    def follow(self, action):
+        """Do `action` (a click on a link or a form's button) and wait until the page it loads is quiet."""
+        with self.browser._cond:
+            start = len(self.browser._events)
+        action()
+        self.browser.wait_event("Page.loadEventFired", self.session, after=start)
+        self.settle()
+        self.url = self.evaluate("location.href")
+
+    def set_files(self, selector: str, paths):
+        """Choose files in a file input, as a person does in the file dialog."""
+        found = self.send("Runtime.evaluate", {"expression": f"document.querySelector({json.dumps(selector)})"})
+        self.send("DOM.enable")
+        self.send("DOM.setFileInputFiles", {"files": [str(Path(p).resolve()) for p in paths],
+                                            "objectId": found["result"]["objectId"]})
 
     def pending_requests(self, events=None) -> list[str]:
         """URLs of the requests this page made that have neither finished nor failed yet."""
@@ -260,7 +288,8 @@ class Page:
             elif m == "Network.requestWillBeSent":
                 url = p["request"]["url"]
                 urls[p["requestId"]] = url
-                if not (url.startswith("data:") or url == self.url):
+                same_server = self.origin is not None and url.startswith(self.origin + "/")
+                if not (url.startswith("data:") or url == self.url or same_server):
                     out.append(f"request for something other than the report itself: {url[:120]}")
             elif m == "Network.loadingFailed":
                 out.append(f"failed request: {urls.get(p.get('requestId'), '?')[:120]} ({p.get('errorText')})")

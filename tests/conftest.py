@@ -3,14 +3,18 @@
 Real-data tests (marked `realdata`) read datasets from $CNNLAB_DATA_DIR, the same data-directory
 option users have. Without it they use the per-user data directory and download what is missing;
 if that fails they are skipped with the reason, unless CNNLAB_REQUIRE_DATA=1 (as in CI), where
-a missing dataset is a failure.
+a missing dataset is a failure. The `postgres` fixture starts a throw-away PostgreSQL server for the
+tests of shared databases (cnnlab search and cnnlab serve), under the same rule (CNNLAB_REQUIRE_POSTGRES).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -81,3 +85,56 @@ def run_cli(*args, env=None, timeout=300, cwd=None):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# ---- a real PostgreSQL server (cnnlab search's and cnnlab serve's shared-database tests) ----
+
+def _pg_bin(name):
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (d / name).exists():
+            return str(d / name)
+    return None
+
+
+@pytest.fixture
+def postgres():
+    """A throw-away PostgreSQL server on a free loopback port (Debian's postgresql package, which
+    .ci/run installs); yields its URL. Without it the test is skipped with the reason, unless
+    CNNLAB_REQUIRE_POSTGRES=1 (as in CI), where that is a failure."""
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        psycopg = None
+    missing = [n for n, v in (("initdb", initdb), ("pg_ctl", pg_ctl), ("psycopg", psycopg)) if not v]
+    if missing:
+        why = (f"PostgreSQL is not installed here ({', '.join(missing)} missing): apt-get install postgresql and "
+               "pip install psycopg (the search and serve extras have it)")
+        if os.environ.get("CNNLAB_REQUIRE_POSTGRES") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    root = Path(tempfile.mkdtemp(prefix="cnnlab-pg-"))
+    os.chmod(root, 0o755)
+    data = root / "data"
+    data.mkdir()
+    as_user = []
+    if os.geteuid() == 0:  # the server refuses to run as root: run it as Debian's postgres user
+        shutil.chown(data, "postgres")
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(as_user + [initdb, "-D", str(data), "-U", "cnnlab", "--auth=trust"], check=True,
+                   capture_output=True)
+    subprocess.run(as_user + [pg_ctl, "-D", str(data), "-w", "-l", str(root / "log"), "-o",
+                              f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"], check=True,
+                   capture_output=True)
+    try:
+        yield f"postgresql://cnnlab@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_user + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

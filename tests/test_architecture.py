@@ -14,12 +14,14 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "cnnlab"
 
 LAYERS = [
-    {"cnnlab", "cnnlab.errors", "cnnlab.io", "cnnlab.text", "cnnlab.device", "cnnlab.envinfo", "cnnlab.__main__"},
+    {"cnnlab", "cnnlab.errors", "cnnlab.io", "cnnlab.text", "cnnlab.device", "cnnlab.envinfo", "cnnlab.database",
+     "cnnlab.__main__"},
     {"cnnlab.config", "cnnlab.losses", "cnnlab.models", "cnnlab.data", "cnnlab.recipes"},
     {"cnnlab.build", "cnnlab.checkpoint", "cnnlab.evaluate", "cnnlab.cost"},
     {"cnnlab.dirs", "cnnlab.weights"},
     {"cnnlab.scratch", "cnnlab.train"},
     {"cnnlab.workflows", "cnnlab.api"},
+    {"cnnlab.serve"},
     {"cnnlab.commands", "cnnlab.cli"},
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}

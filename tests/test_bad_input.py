@@ -58,6 +58,8 @@ def _litter(cwd: Path, fixtures: dict):
     (cwd / "search.yaml").write_text(f"base:\n  dataset: '{SYN}'\n  epochs: 1\nspace:\n  spec: c{{w}}k3-fc4\n"
                                      "  params: {w: {choices: [2, 4]}}\ntrials: 2\n")
     (cwd / "badarch.yaml").write_text("pe_rows: 16\nnosuchkey: 1\n")
+    (cwd / "competition.yaml").write_text(f"name: cup\ndataset: '{SYN}'\ndeadline: 2099-01-01T00:00:00Z\n")
+    (cwd / "badcompetition.yaml").write_text(f"name: cup\ndataset: '{SYN}'\ndeadline: 2099-01-01\n")
     shutil.copytree(fixtures["run"], cwd / "run")
     shutil.copytree(fixtures["damaged-run"], cwd / "damaged-run")
     shutil.copy(fixtures["model.onnx"], cwd / "model.onnx")
@@ -367,6 +369,8 @@ CASES = {
         ["search", "list.yaml"],
         ["search", "badsearch.yaml"],
         ["search", "badsearch.yaml", "--trials", "abc"],
+        (["search", "search.yaml", "--final-top-k", "2"], "--final-top-k needs a final stage"),
+        ["search", "search.yaml", "--final-top-k", "abc"],
     ],
     "plot": [
         ["plot"],
@@ -403,6 +407,42 @@ CASES = {
         ["export", "run", "--format", "onnx", "--check-images", "-1", "--out", "m.onnx"],
         ["export", "run", "--format", "onnx", "--checkpoint", "middle"],
         (["export", "run", "--format", "onnx", "--out", "notes.txt/m.onnx"], "notes.txt is a file, not a folder"),
+    ],
+    "serve competition": [
+        ["serve", "competition"],
+        ["serve", "competition", "missing.yaml"],
+        ["serve", "competition", "folder"],
+        ["serve", "competition", "junk.yaml"],
+        ["serve", "competition", "list.yaml"],
+        (["serve", "competition", "badcompetition.yaml"], "with its time zone"),
+        (["serve", "competition", "competition.yaml", "--port", "0"], "--port"),
+        (["serve", "competition", "competition.yaml", "--workers", "-1"], "--workers"),
+        (["serve", "competition", "competition.yaml", "--db", "nonsense"], "is not a database URL"),
+        (["serve", "competition", "competition.yaml", "--db", "postgresql://nobody@127.0.0.1:1/none"],
+         "cannot open the competition database"),
+    ],
+    "serve demo": [
+        (["serve", "demo", "--port", "99999"], "--port"),
+        (["serve", "demo", "--db", "nonsense"], "is not a database URL"),
+        (["serve", "demo", "--dir", "notes.txt"], "notes.txt"),
+    ],
+    "serve tokens": [
+        ["serve", "tokens"],
+        ["serve", "tokens", "missing.yaml", "--teams", "a"],
+        (["serve", "tokens", "competition.yaml"], "--teams"),
+        (["serve", "tokens", "competition.yaml", "--teams", "../etc"], "bad team name"),
+        (["serve", "tokens", "competition.yaml", "--teams", "a,a"], "named twice"),
+        (["serve", "tokens", "competition.yaml", "--teams", "a", "--db", "postgresql://nobody@127.0.0.1:1/none"],
+         "cannot open the competition database"),
+    ],
+    "serve export-csv": [
+        ["serve", "export-csv", "missing.yaml"],
+        (["serve", "export-csv", "competition.yaml"], "no database yet"),
+        (["serve", "export-csv", "competition.yaml", "--db", "foo"], "is not a database URL"),
+    ],
+    "serve worker": [
+        ["serve", "worker", "junk.yaml"],
+        (["serve", "worker", "competition.yaml", "--workers", "65"], "--workers"),
     ],
     "cluster": [
         ["cluster"],

@@ -2,19 +2,17 @@
 no directory, no search.db), costing before training (as the network each trial trains), resuming
 a killed search from its SQLite file, failing dead workers' trials and retrying each once, never
 training a candidate twice, the objectives' registry, and two workers
-sharing SQLite and a real PostgreSQL server (started here from Debian's postgresql package, which
-.ci/run installs; elsewhere the test says why it did not run). Tiny synthetic data and nets. The
-study is read through Optuna's public API (SearchDir.load_trials, open_study), never its tables."""
+sharing SQLite and a real PostgreSQL server (the `postgres` fixture of tests/conftest.py starts one
+from Debian's postgresql package, which .ci/run installs; elsewhere the test says why it did not
+run). Tiny synthetic data and nets. The study is read through Optuna's public API
+(SearchDir.load_trials, open_study), never its tables."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +40,7 @@ def _search_file(tmp_path, **kw) -> Path:
                   "train": {"lr": {"float": [0.01, 0.1], "log": True}}},
         "constraints": {"max_params": 600},
         "trials": 6, "seed": 0, "stale_after": 3, "prune": False,
+        "bound_prune": False,  # every cheap-enough candidate trains (tests/test_search_final.py tests the bound)
     }
     d.update(kw)
     path = tmp_path / "search.yaml"
@@ -190,55 +189,6 @@ def test_two_workers_share_one_sqlite_search(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     _check_shared(out, None, 8)
-
-
-def _pg_bin(name):
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (d / name).exists():
-            return str(d / name)
-    return None
-
-
-@pytest.fixture
-def postgres():
-    """A throw-away PostgreSQL server on a free loopback port; yields its URL."""
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        psycopg = None
-    missing = [n for n, v in (("initdb", initdb), ("pg_ctl", pg_ctl), ("psycopg", psycopg)) if not v]
-    if missing:
-        why = (f"PostgreSQL is not installed here ({', '.join(missing)} missing): apt-get install postgresql and "
-               "pip install 'cnnlab[search]' (psycopg)")
-        if os.environ.get("CNNLAB_REQUIRE_POSTGRES") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
-    root = Path(tempfile.mkdtemp(prefix="cnnlab-pg-"))
-    os.chmod(root, 0o755)
-    data = root / "data"
-    data.mkdir()
-    as_user = []
-    if os.geteuid() == 0:  # the server refuses to run as root: run it as Debian's postgres user
-        shutil.chown(data, "postgres")
-        shutil.chown(root, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run(as_user + [initdb, "-D", str(data), "-U", "cnnlab", "--auth=trust"], check=True,
-                   capture_output=True)
-    subprocess.run(as_user + [pg_ctl, "-D", str(data), "-w", "-l", str(root / "log"), "-o",
-                              f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"], check=True,
-                   capture_output=True)
-    try:
-        yield f"postgresql://cnnlab@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(as_user + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_two_workers_share_a_postgresql_search(tmp_path, postgres):

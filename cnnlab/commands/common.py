@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
+from cnnlab.text import parse_bytes  # noqa: F401  (the commands' --max-activation and sizes)
 
 
 def add_json_flag(parser):
@@ -38,21 +38,6 @@ def parse_shape(text: str):
     if len(shape) != 3 or min(shape) < 1:
         raise CnnlabError(f"bad input shape '{text}': write it as CxHxW, e.g. 3x32x32")
     return shape
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*$", re.I)
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-
-
-def parse_bytes(text: str) -> int:
-    """'1MB' -> 1,000,000; '1MiB' -> 1,048,576; '250000' -> 250,000 bytes."""
-    m = _SIZE.match(str(text))
-    if not m:
-        raise CnnlabError(f"bad size '{text}': write a number of bytes with an optional unit, e.g. 1MB, 512KiB, 250000")
-    size = int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
-    if size < 1:
-        raise CnnlabError(f"bad size '{text}': it must be at least 1 byte, e.g. 1MB")
-    return size
 
 
 def load_model(model_or_run: str, in_shape=None, num_classes: int | None = None):

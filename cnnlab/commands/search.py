@@ -1,4 +1,4 @@
-"""`cnnlab search SEARCH.yaml`: hardware-aware architecture search (cnnlab.workflows.search)."""
+"""`cnnlab search SEARCH.yaml`: hardware-aware architecture search, then its final stage (cnnlab.workflows.search)."""
 
 from __future__ import annotations
 
@@ -14,32 +14,60 @@ def add_parser(sub):
     p = sub.add_parser("search", help="search architectures for the competition metric (Optuna; cost model first)",
                        description="Search model specs and training settings with Optuna. Every candidate is "
                                    "costed first (cycles, energy, peak activation); infeasible ones never train. "
-                                   "Run it again to resume; see docs/search.md for the file format.")
+                                   "With a `final` block, the best candidates are then retrained in full and the "
+                                   "winner chosen on their final validation figures. Run it again to resume; see "
+                                   "docs/search.md for the file format.")
     p.add_argument("file", help="the search file (YAML)")
     p.add_argument("--out", help="search directory (default runs/search-<file name>)")
     p.add_argument("--trials", type=int, help="finished trials to reach (default: the file's `trials`)")
     p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db (default: OUT/search.db, SQLite)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the storage")
     p.add_argument("--data-dir", help="data directory for every trial (default: the base config's or $CNNLAB_DATA_DIR)")
+    p.add_argument("--final-top-k", type=int, metavar="K",
+                   help="finalists the final stage retrains (default: the file's final.top_k)")
+    p.add_argument("--no-final", action="store_true",
+                   help="skip the file's final stage: the search's best trial is the result")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # this worker's number
+    p.add_argument("--stage", choices=("search", "final"), default="search", help=argparse.SUPPRESS)  # a worker's
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from cnnlab.workflows.search import finish, load_search, open_search, work
+def _run_workers(cmd: list, n: int, what: str):
+    """N processes of `cmd` (each with its --worker number); a one-line error if any fails."""
+    workers = [subprocess.Popen(cmd + ["--worker", str(i)]) for i in range(n)]
+    try:
+        codes = [p.wait() for p in workers]
+    except BaseException:
+        for p in workers:
+            p.terminate()
+        raise
+    if any(codes):
+        raise CnnlabError(f"{sum(c != 0 for c in codes)} of {n} worker processes failed (exit codes {codes}); run "
+                          f"the same command again to finish the {what}")
 
-    search = load_search(args.file, args.out, args.trials)
+
+def run(args) -> int:
+    from cnnlab.workflows.search import final_stage, finish, load_search, open_search, work
+
+    search = load_search(args.file, args.out, args.trials, None if args.no_final else args.final_top_k)
+    if args.no_final:
+        search.final = None
     if args.data_dir:
         search.base["data_dir"] = args.data_dir
     if args.workers < 1:
         raise CnnlabError(f"--workers must be at least 1, got {args.workers}")
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
-    if args.worker is not None:  # one of several processes: trials only
-        work(search, args.storage, log=log, worker=args.worker)
+    if args.worker is not None:  # one of several processes: trials, or final runs
+        if args.stage == "final":
+            final_stage(search, args.storage, log=log)
+        else:
+            work(search, args.storage, log=log, worker=args.worker)
         return 0
     if args.workers == 1:
         work(search, args.storage, log=log)
+        if search.final is not None:
+            final_stage(search, args.storage, log=log)
     else:  # N worker processes share the storage; this one waits for them, then writes the results
         open_search(search, args.storage)  # the dataset checked, the study created once, before the workers start
         cmd = [sys.executable, "-m", "cnnlab", "search", str(search.path), "--out", str(search.out),
@@ -48,16 +76,11 @@ def run(args) -> int:
             cmd += ["--storage", args.storage]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
-        workers = [subprocess.Popen(cmd + ["--worker", str(i)]) for i in range(args.workers)]
-        try:
-            codes = [p.wait() for p in workers]
-        except BaseException:
-            for p in workers:
-                p.terminate()
-            raise
-        if any(codes):
-            raise CnnlabError(f"{sum(c != 0 for c in codes)} of {args.workers} worker processes failed (exit codes "
-                              f"{codes}); run the same command again to finish the search")
+        _run_workers(cmd, args.workers, "search")
+        if search.final is not None:  # the trials are all in: every worker computes the same finalists
+            if args.final_top_k is not None:
+                cmd += ["--final-top-k", str(args.final_top_k)]
+            _run_workers(cmd + ["--stage", "final"], args.workers, "final stage")
     best = finish(search, args.storage, data_dir=search.base.get("data_dir"), log=log)
     if args.json:
         print_json(best)

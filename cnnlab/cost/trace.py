@@ -91,6 +91,7 @@ _ELEMENTWISE = {
     "hardsigmoid", "hardsigmoid_", "silu", "silu_", "gelu", "gelu_", "elu", "elu_", "clamp", "clamp_",
     "clamp_min", "clamp_min_", "clamp_max", "neg", "exp", "log", "sqrt", "rsqrt", "pow", "abs", "maximum",
     "minimum", "where", "threshold", "mish", "softplus", "addcmul", "reciprocal", "rsub", "square", "sign",
+    "erf",
 }
 _NORM = {"_native_batch_norm_legit_no_training", "native_batch_norm", "_native_batch_norm_legit",
          "cudnn_batch_norm", "miopen_batch_norm", "native_group_norm", "native_layer_norm"}

@@ -3,17 +3,21 @@
     SEARCH_DIR/                   (default runs/search-<search file name>)
       search.db                   the Optuna study, SQLite (absent when the study lives on a server)
       trials/NNNN/                one run directory (`cnnlab.dirs.run`) per trained trial
+      final_runs/NNNN-sS/         the final stage: trial NNNN's candidate retrained in full, seed S
       trials.csv                  every trial: state, spec, costs, validation error, why it was refused,
                                   the trial whose candidate it repeats (duplicate_of)
       pareto.png                  validation error against cycles, the Pareto front ringed
       best.yaml                   the chosen trial's TrainConfig, ready for `cnnlab train --config`
-      best.json                   the chosen model's validation and test figures, costs and trial counts
+      best.json                   the chosen model's validation and test figures (the search's and, after a
+                                  final stage, each finalist's), costs and trial counts
 
 `cnnlab search` writes it (`cnnlab.workflows.search`); reports read it. Each reaches these files
 through a `SearchDir`:
 
     sd = SearchDir("runs/search-competition")
     sd.trial_dir(7)                  # runs/search-competition/trials/0007
+    sd.final_dir(7, 1)               # runs/search-competition/final_runs/0007-s1
+    with sd.claim(sd.final_dir(7, 1)) as mine: ...   # True for one process at a time
     sd.sqlite_url()                  # sqlite:////abs/path/runs/search-competition/search.db
     sd.is_search(); sd.check()       # written by `cnnlab search`? (check raises a one-line error)
     sd.finished()                    # best.json and trials.csv are there
@@ -28,6 +32,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
@@ -49,6 +55,7 @@ class SearchDir:
 
     storage_file = property(lambda self: self.path / "search.db")
     trials = property(lambda self: self.path / "trials")
+    final_runs = property(lambda self: self.path / "final_runs")
     trials_csv = property(lambda self: self.path / "trials.csv")
     pareto_png = property(lambda self: self.path / "pareto.png")
     best_yaml = property(lambda self: self.path / "best.yaml")
@@ -62,6 +69,29 @@ class SearchDir:
     def trial_dir(self, number: int) -> Path:
         """trials/NNNN/: the run directory of trial `number`."""
         return self.trials / f"{int(number):0{TRIAL_DIGITS}d}"
+
+    def final_dir(self, number: int, seed: int) -> Path:
+        """final_runs/NNNN-sS/: the run directory of trial `number`'s candidate retrained with seed `seed`."""
+        return self.final_runs / f"{int(number):0{TRIAL_DIGITS}d}-s{int(seed)}"
+
+    @contextmanager
+    def claim(self, run_dir):
+        """Hold `run_dir` for this process while the block runs: yields True, or False when another
+        live process holds it (an exclusive lock on a file beside it, freed when its holder exits)."""
+        import fcntl
+
+        run_dir = Path(run_dir)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir.parent / f".{run_dir.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
 
     def sqlite_url(self) -> str:
         """The SQLAlchemy URL of search.db, the default Optuna storage."""

@@ -8,6 +8,7 @@ from torch import nn
 from cnnlab.errors import SpecError
 from cnnlab.models.registry import register_model
 from cnnlab.models.spec import parse_spec, resolve
+from cnnlab.models.zoo.fastnet import PatchWhitening
 
 
 def _hw(input_size):
@@ -40,6 +41,8 @@ def layer_to_torch(layer) -> nn.Module:
         return SpecResidual(layer)
     if k == "conv":
         return nn.Conv2d(a["in"], a["out"], a["k"], stride=a["stride"], padding=a["pad"], groups=a["groups"])
+    if k == "whiten":  # fitted to the data by the trainer's DataInit hook on a new run
+        return PatchWhitening(a["in"], a["k"])
     if k == "maxpool":
         return nn.MaxPool2d(a["k"], a["stride"])
     if k == "avgpool":

@@ -10,6 +10,9 @@ Tokens (N, K, S, P, G are integers):
     cNkK[sS][pP][gG]   2-D convolution: N output channels, KxK kernel, stride S (1),
                        zero padding P (default K//2, "same" for odd K at stride 1), groups G (1)
     dwkK[sS][pP]       depthwise convolution (groups = channels, output channels = input channels)
+    whK                patch whitening: a fixed, unpadded KxK convolution with 2*C*K*K filters fitted
+                       to the training images' KxK patches (the fast recipe's stem, e.g. wh2-relu;
+                       its bias trains; PyTorch engine only)
     pK[sS] | mpK[sS]   max pooling, window K, stride S (default K)
     apK[sS]            average pooling
     gap                global average pooling (to 1x1)
@@ -53,7 +56,7 @@ ACTIVATIONS = ("relu", "relu6", "tanh", "sigmoid", "lrelu")
 class Layer:
     """One parsed token. `args` holds the layer's hyper-parameters."""
 
-    kind: str  # conv, maxpool, avgpool, gap, bn, relu, relu6, tanh, sigmoid, lrelu, dropout, flatten, fc
+    kind: str  # conv, whiten, maxpool, avgpool, gap, bn, relu, relu6, tanh, sigmoid, lrelu, dropout, flatten, fc
     args: dict = field(default_factory=dict)
     token: str = ""
 
@@ -70,6 +73,7 @@ class Spec:
 
 _CONV = re.compile(r"^c(\d+)k(\d+)(?:s(\d+))?(?:p(\d+))?(?:g(\d+))?$")
 _DW = re.compile(r"^dwk(\d+)(?:s(\d+))?(?:p(\d+))?$")
+_WHITEN = re.compile(r"^wh(\d+)$")
 _POOL = re.compile(r"^(mp|ap|p)(\d+)(?:s(\d+))?$")
 _FC = re.compile(r"^fc(\d+)$")
 _DROP = re.compile(r"^d(0?\.\d+|0|1(?:\.0*)?)$")
@@ -95,6 +99,10 @@ def _parse_token(tok: str) -> Layer:
         if k < 1:
             raise SpecError(f"bad token '{tok}': kernel must be at least 1")
         return Layer("conv", dict(out=None, k=k, stride=int(s or 1), pad=k // 2 if p is None else int(p), groups=None), tok)
+    if m := _WHITEN.match(t):
+        if int(m.group(1)) < 1:
+            raise SpecError(f"bad token '{tok}': the whitening patch must be at least 1 pixel, e.g. wh2")
+        return Layer("whiten", dict(k=int(m.group(1))), tok)
     if m := _POOL.match(t):
         kind, k, s = m.groups()
         k = int(k)
@@ -114,7 +122,7 @@ def _parse_token(tok: str) -> Layer:
     if t in ("flat", "flatten"):
         return Layer("flatten", {}, tok)
     raise SpecError(
-        f"bad token '{tok}' in model spec: expected one of cNkK, dwkK, pK, mpK, apK, gap, bn, relu, relu6, "
+        f"bad token '{tok}' in model spec: expected one of cNkK, dwkK, whK, pK, mpK, apK, gap, bn, relu, relu6, "
         "tanh, sigmoid, lrelu, dR, flat, fcN, r[...], softmax, svm (see `cnnlab models --grammar`)"
     )
 
@@ -194,7 +202,7 @@ def looks_like_spec(text: str) -> bool:
     """True when a --model value is a spec rather than a registered model name: it has several
     tokens, a group, or is one conv or fc token (`c16k3`, `fc120`)."""
     t = text.strip().lower()
-    return "-" in t or "[" in t or bool(_CONV.match(t) or _DW.match(t) or _FC.match(t))
+    return "-" in t or "[" in t or bool(_CONV.match(t) or _DW.match(t) or _WHITEN.match(t) or _FC.match(t))
 
 
 def parse_spec(text: str) -> Spec:
@@ -259,6 +267,15 @@ def _resolve_one(layer: Layer, shape: tuple):
             raise SpecError(f"layer '{layer.token}': a {k}x{k} kernel does not fit its {h}x{w} input (padding {p}); the spec shrinks the image too much")
         args["in"] = c
         new = (args["out"], ho, wo)
+    elif layer.kind == "whiten":  # an unpadded KxK convolution to 2*C*K*K channels
+        if len(shape) != 3:
+            raise SpecError(f"layer '{layer.token}' whitens image patches but its input is flat: put it first")
+        c, h, w = shape
+        k = args["k"]
+        if k > h or k > w:
+            raise SpecError(f"layer '{layer.token}': a {k}x{k} patch does not fit its {h}x{w} input")
+        args.update({"in": c, "out": 2 * c * k * k})
+        new = (args["out"], h - k + 1, w - k + 1)
     elif layer.kind in ("maxpool", "avgpool"):
         if len(shape) != 3:
             raise SpecError(f"layer '{layer.token}' is a pooling layer but its input is flat: put it before the first fc")
@@ -325,6 +342,8 @@ def spec_size(resolved) -> tuple[int, int]:
             continue
         if layer.kind == "conv":
             params += a["out"] * (a["in"] // a["groups"]) * a["k"] * a["k"] + a["out"]
+        elif layer.kind == "whiten":
+            params += a["out"] * a["in"] * a["k"] * a["k"] + a["out"]
         elif layer.kind == "fc":
             params += a["in"] * a["out"] + a["out"]
         elif layer.kind == "bn":

@@ -108,15 +108,30 @@ def search_section(path) -> Section:
     d = SearchDir(path).read()
     b = d["best"]
     sec = Section("search", "Architecture search")
-    sec.blocks.append(KeyValues([
-        ("chosen model", f"trial {b['trial']}: {b['model']}"),
-        ("validation error", f"{b['val_error']:.2f}%"), ("test error (evaluated once)", f"{b['test_error']:.2f}%"),
+    final = b.get("stage") == "final"
+    pm = (lambda key: f" ± {b[key + '_std']:.2f}" if final and b.get("seeds", 1) > 1 else "")
+    rows = [("chosen model", f"trial {b['trial']}: {b['model']}")]
+    if final:
+        rows.append(("chosen by", f"the final stage: the lowest validation metric of {len(b['finalists'])} "
+                                  f"finalists, each retrained {b['epochs']} epochs with {b['seeds']} seed(s)"))
+    rows += [
+        ("validation error", f"{b['val_error']:.2f}%{pm('val_error')}"),
+        ("test error (evaluated once" + (" per final run)" if final else ")"), f"{b['test_error']:.2f}%{pm('test_error')}"),
         ("cycles", f"{b['cycles']:,}"), ("energy", f"{b['energy_mj']:.4f} mJ"), ("parameters", f"{b['parameters']:,}"),
         ("peak activation", f"{b['peak_activation']:,} B"),
-        ("competition metric", f"{b['test_metric']:.3f} on test ({b['val_metric']:.3f} on validation)"),
-        ("trials", f"{b['trials']} ({b['complete']} trained, {b['pruned']} pruned early, {b['infeasible']} "
-                   "infeasible: refused by the cost model without training)"),
-        ("objectives", ", ".join(b["objectives"]))]))
+        ("competition metric", f"{b['test_metric']:.3f}{pm('test_metric')} on test ({b['val_metric']:.3f} on validation)")]
+    if final:
+        p = b["search"]
+        test = f", {p['test_metric']:.3f} on test" if p.get("test_metric") is not None else ""
+        rows.append(("in the search (proxy)", f"{p['epochs']}-epoch trial: validation error {p['val_error']:.2f}%, "
+                                              f"metric {p['val_metric']:.3f} on validation{test}"))
+    rows += [("trials", f"{b['trials']} ({b['complete']} trained, {b['pruned']} pruned early, {b['infeasible']} "
+                        f"infeasible: refused by the cost model without training, {b.get('bound_pruned', 0)} "
+                        "refused by the bound: their cycles alone lost)"),
+             ("objectives", ", ".join(b["objectives"]))]
+    sec.blocks.append(KeyValues(rows))
+    if final:
+        sec.blocks.append(finalists_table(b["finalists"]))
     sec.blocks.append(Image("search_pareto", pareto_figure(d["trials"], set(b["pareto"])),
                             "Validation error against accelerator cycles per image for every trained trial, coloured "
                             "by energy; the Pareto front ringed.", "Pareto front of the search"))
@@ -140,6 +155,28 @@ def search_section(path) -> Section:
         rows.append(row)
     sec.blocks.append(Table(cols, rows, id="search-trials"))
     return sec
+
+
+def finalists_table(finalists: list) -> Table:
+    """The final stage: each finalist's search (proxy) figures beside its final ones (mean over seeds)."""
+    def cell(v, digits=2):
+        return Cell("-" if v is None else f"{v:.{digits}f}", v)
+
+    cols = [("trial", "trial", "num"), ("model", "model spec", "text"), ("cycles", "cycles", "num"),
+            ("search_val_error", "search val error %", "num"), ("search_val_metric", "search val metric", "num"),
+            ("final_val_error", "final val error %", "num"), ("final_test_error", "final test error %", "num"),
+            ("final_val_metric", "final val metric", "num"), ("final_test_metric", "final test metric", "num"),
+            ("seeds", "seeds", "num")]
+    rows = []
+    for f in finalists:
+        s, fin = f["search"], f["final"]
+        rows.append({"trial": Cell(str(f["trial"]), f["trial"]), "model": f["model"],
+                     "cycles": Cell(f"{f['cycles']:,}", f["cycles"]), "search_val_error": cell(s["val_error"]),
+                     "search_val_metric": cell(s["val_metric"], 3), "final_val_error": cell(fin["val_error"]),
+                     "final_test_error": cell(fin["test_error"]), "final_val_metric": cell(fin["val_metric"], 3),
+                     "final_test_metric": cell(fin["test_metric"], 3),
+                     "seeds": Cell(f"{fin['finished']}/{fin['seeds']}", fin["finished"])})
+    return Table(cols, rows, id="search-finalists")
 
 
 def runs_section(runs: list, description: str = "") -> Section:

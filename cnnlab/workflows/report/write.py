@@ -55,10 +55,14 @@ class Report:
 
 
 def _search_runs(p: Path, prefix: str) -> list:
-    """(label, run dir) of a finished search's trained trials."""
+    """(label, run dir) of a finished search's trained trials, then its final stage's finished runs."""
     sd = SearchDir(p)
-    return [(f"{prefix}trial-{int(r['trial']):04d}", Path(r["run_dir"]) if r.get("run_dir") else sd.trial_dir(r["trial"]))
-            for r in sd.read()["trials"] if r["state"] == "complete"]
+    d = sd.read()
+    found = [(f"{prefix}trial-{int(r['trial']):04d}",
+              Path(r["run_dir"]) if r.get("run_dir") else sd.trial_dir(r["trial"]))
+             for r in d["trials"] if r["state"] == "complete"]
+    return found + [(f"{prefix}final-{Path(r['run_dir']).name}", Path(r["run_dir"]))
+                    for f in d["best"].get("finalists", []) for r in f["final"]["runs"]]
 
 
 def expand_paths(paths) -> tuple[list, list]:

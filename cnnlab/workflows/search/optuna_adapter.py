@@ -4,6 +4,7 @@
     study = open_study(search, rdb, worker=1)    # created or loaded; this worker's sampler seed
     mark_started(study, rdb, trial)              # first thing a trial does: a heartbeat, then the mark
     fail_dead(study, search.stale_after)         # before each trial: fail the trials of killed workers
+    make_pruner(search)                          # Hyperband, successive halving or the median rule, over epochs
 
 Storage is an `optuna.storages.RDBStorage` with heartbeats: a worker's running trial records one
 every stale_after / 4 seconds. A trial whose heartbeat is older than `stale_after` belonged to a
@@ -27,6 +28,7 @@ import datetime
 import shutil
 import time
 
+from cnnlab.database import begin_immediate, database_url
 from cnnlab.errors import CnnlabError
 
 STARTED = "started"  # user attribute: the trial's objective began (time.time()), a heartbeat recorded
@@ -50,29 +52,11 @@ STORAGE_HELP = "use sqlite:///PATH/search.db or postgresql://USER@HOST/DB"
 
 
 def storage_url(search, storage: str | None) -> str:
-    """The storage URL: SQLite in the search directory by default. A postgresql:// URL uses the
-    psycopg (3) driver when psycopg2 is not installed. Text that is no URL is a one-line error."""
+    """The storage URL: SQLite in the search directory by default, else `storage` as SQLAlchemy
+    reads it (`cnnlab.database.database_url`: psycopg 3 when psycopg2 is not installed)."""
     if not storage:
         return search.dir.sqlite_url()
-    scheme, sep, rest = storage.partition("://")
-    if not sep or not scheme or not rest:
-        raise CnnlabError(f"--storage {storage!r} is not a database URL: {STORAGE_HELP}")
-    for scheme in ("postgresql://", "postgres://"):
-        if storage.startswith(scheme):
-            try:
-                import psycopg2  # noqa: F401
-            except ImportError:
-                return "postgresql+psycopg://" + storage[len(scheme):]
-    return storage
-
-
-def begin_immediate(engine):
-    """Every transaction on this SQLite engine begins IMMEDIATE (SQLAlchemy's recipe for pysqlite:
-    the driver's own transaction handling off, BEGIN emitted on SQLAlchemy's begin), so a
-    transaction that reads a trial's state and then writes it holds the write lock throughout."""
-    from sqlalchemy import event
-
-    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    return database_url(storage, "--storage", STORAGE_HELP)
 
 
 def open_storage(search, storage: str | None = None):
@@ -134,9 +118,7 @@ def open_study(search, storage=None, worker: int = 0):
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(8, max(2, search.trials // 3)))
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if search.prune else \
-        optuna.pruners.NopPruner()
-    study = optuna.create_study(study_name=search.path.stem, storage=rdb, sampler=sampler, pruner=pruner,
+    study = optuna.create_study(study_name=search.path.stem, storage=rdb, sampler=sampler, pruner=make_pruner(search),
                                 directions=search.directions, load_if_exists=True)
     have = study.user_attrs.get("objectives")
     if have is None and [d.name.lower() for d in study.directions] == search.directions:
@@ -148,6 +130,33 @@ def open_study(search, storage=None, worker: int = 0):
                           f"{', '.join(search.objectives)}: give the changed search a new --out (or --storage), or "
                           "put its objective back")
     return study
+
+
+def make_pruner(search):
+    """Optuna's pruner for the search's `prune` (cnnlab.workflows.search.stages): successive halving
+    or Hyperband over epochs (rungs from `fidelity`), the median rule, or none."""
+    optuna, p = load_optuna(), search.pruning
+    if p.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=p.min_epochs, max_resource=p.max_epochs,
+                                              reduction_factor=p.reduction_factor)
+    if p.pruner == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_epochs, reduction_factor=p.reduction_factor)
+    if p.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    return optuna.pruners.NopPruner()
+
+
+def best_value(study, rank: int = 1) -> tuple[float, int] | None:
+    """(value, trial number) of the `rank`-th best complete trial of a one-objective study (1: the
+    best), or None while fewer have completed."""
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    if len(done) < rank or len(study.directions) != 1:
+        return None
+    sign = 1 if study.direction.name == "MINIMIZE" else -1
+    t = sorted(done, key=lambda t: (sign * t.values[0], t.number))[rank - 1]
+    return t.values[0], t.number
 
 
 def mark_started(study, rdb, trial):

@@ -5,9 +5,13 @@
 
 A finished search's files are read back through `cnnlab.dirs.SearchDir` (finished(), read()).
 
-The chosen model is the best trial on the competition metric among Optuna's best trials (one
-objective: the best trial; several: the Pareto front). Scores use the validation split; the
-chosen model alone is evaluated on the test split, once, here.
+With a final stage (`final` in the search file), the chosen model is the finalist with the lowest
+competition metric on the validation split after its final training (mean over its seeds); each
+final run's test error was measured once by its trainer, and best.json holds, for every finalist,
+its search (proxy) figures and its final ones (`finalists`), the winner's at the top
+(`stage: final`). Without one, the chosen model is the best trial on the competition metric among
+Optuna's best trials (one objective: the best trial; several: the Pareto front), evaluated on the
+test split once, here (`stage: search`). Choices use the validation split only.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ def trial_rows(trials) -> list[dict]:
                      "energy_mj": a.get("energy_mj"), "peak_activation": a.get("peak_activation"),
                      "val_error": a.get("error"), "metric": metric(a) if a.get("error") is not None else None,
                      "values": ";".join(f"{v:.6g}" for v in (t.values or [])), "infeasible": a.get("infeasible", ""),
+                     "bound": a.get("bound", ""), "pruned_at": a.get("pruned_at"), "tta_passes": a.get("tta_passes"),
                      "duplicate_of": a.get("duplicate"),
                      "train_seconds": a.get("train_seconds"), "worker": a.get("worker"),
                      "run_dir": a.get("run_dir", ""), **t.params})
@@ -47,8 +52,21 @@ def error_cycles_front(trials) -> list:
     return [t for e, c, t in pts if not any(e2 <= e and c2 <= c and (e2, c2) != (e, c) for e2, c2, _ in pts)]
 
 
+def trial_counts(trials) -> dict:
+    from optuna.trial import TrialState
+
+    refused = {"infeasible", "duplicate", "bound"}
+    return {"trials": len(trials), "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+            "pruned": sum(t.state == TrialState.PRUNED and not refused & set(t.user_attrs) for t in trials),
+            "infeasible": sum("infeasible" in t.user_attrs for t in trials),
+            "duplicates": sum("duplicate" in t.user_attrs for t in trials),
+            "bound_pruned": sum("bound" in t.user_attrs for t in trials)}
+
+
 def finish(search: Search, storage: str | None = None, data_dir=None, log=print) -> dict:
-    """Trials table, Pareto plot, the chosen model's test evaluation, best.yaml and best.json."""
+    """Trials table, Pareto plot, then the chosen model: after a final stage (`search.final`) the
+    finalist with the best final validation metric, else the search's best trial (evaluated on the
+    test split once, here); best.yaml and best.json."""
     from optuna.trial import TrialState
 
     sd = search.dir
@@ -61,33 +79,78 @@ def finish(search: Search, storage: str | None = None, data_dir=None, log=print)
     if not done:
         raise CnnlabError(f"no trial of the search in {search.out} finished: widen the space or the constraints")
     best = study.best_trials  # one objective: the best trial; several: Optuna's Pareto front
-    chosen = min(best, key=lambda t: metric(t.user_attrs))
     front = best if len(search.objectives) > 1 else error_cycles_front(done)
     plot_pareto(rows, {t.number for t in front}, sd.pareto_png)
+    common = {"objectives": search.objectives, **trial_counts(trials), "pareto": [t.number for t in front]}
+    if search.final is not None:
+        result = final_result(search, trials, log)
+    else:
+        result = search_result(search, min(best, key=lambda t: metric(t.user_attrs)), data_dir, log)
+    result = {**result, **common}
+    sd.write_best(result)
+    return result
+
+
+def search_result(search: Search, chosen, data_dir, log) -> dict:
+    """best.json's figures for the search's own best trial: its validation figures, and its test
+    split evaluated once, here."""
+    from cnnlab.workflows.measure.evaluate import evaluate_run
+
+    sd = search.dir
     config = TrainConfig.load(RunDir(chosen.user_attrs["run_dir"]).config)
     config.out = None
     sd.write_best_config(config.to_yaml(), f"the best trial ({chosen.number}) of the search {search.path.name}: "
                                            f"train it with\ncnnlab train --config {sd.best_yaml}")
-    from cnnlab.workflows.measure.evaluate import evaluate_run
-
     test = evaluate_run(chosen.user_attrs["run_dir"], "test", data_dir=data_dir, write=True)
     a = chosen.user_attrs
     test_error = 100 * (1 - test["accuracy"])
-    best = {"trial": chosen.number, "model": a["model"], "params": dict(chosen.params), "val_error": a["error"],
-            "test_error": test_error, "test_count": test["count"], "cycles": a["cycles"],
+    best = {"stage": "search", "trial": chosen.number, "model": a["model"], "params": dict(chosen.params),
+            "val_error": a["error"], "test_error": test_error, "test_count": test["count"], "cycles": a["cycles"],
             "energy_mj": a["energy_mj"], "macs": a["macs"], "parameters": a["params"],
             "peak_activation": a["peak_activation"], "val_metric": metric(a),
-            "test_metric": metric({**a, "error": test_error}),
-            "objectives": search.objectives, "values": chosen.values, "run_dir": a["run_dir"],
-            "trials": len(trials), "complete": len(done),
-            "pruned": sum(t.state == TrialState.PRUNED and not {"infeasible", "duplicate"} & set(t.user_attrs)
-                          for t in trials),
-            "infeasible": sum("infeasible" in t.user_attrs for t in trials),
-            "duplicates": sum("duplicate" in t.user_attrs for t in trials),
-            "pareto": [t.number for t in front]}
-    sd.write_best(best)
+            "test_metric": metric({**a, "error": test_error}), "values": chosen.values, "run_dir": a["run_dir"]}
     log(f"best trial {chosen.number}: {a['model']} - validation error {a['error']:.2f}%, test error "
         f"{best['test_error']:.2f}%, {a['cycles']:,} cycles, {a['energy_mj']:.3f} mJ, metric {best['test_metric']:.3f}")
+    return best
+
+
+def final_result(search: Search, trials, log) -> dict:
+    """best.json's figures after the final stage: every finalist's search (proxy) and final figures,
+    and the winner by final validation metric (the test split is reported, never used to choose)."""
+    from cnnlab.workflows.search.final import final_jobs, finalist_figures
+    from cnnlab.workflows.search.worker import dataset_input
+
+    jobs = final_jobs(search, trials)
+    shape, classes = dataset_input(search.base)
+    rows = finalist_figures(search, trials, jobs, shape, classes)
+    ranked = [r for r in rows if r["final"]["finished"]]
+    if not ranked:
+        raise CnnlabError(f"no final run of the search in {search.out} finished: run the same command again to "
+                          "continue the final stage")
+    for r in rows:
+        if r["final"]["finished"] < r["final"]["seeds"]:
+            log(f"trial {r['trial']}: {r['final']['finished']} of {r['final']['seeds']} final runs finished "
+                "(a diverged run has no figures); its figures are over those")
+    win = min(ranked, key=lambda r: (r["final"]["val_metric"], r["trial"]))
+    job = next(j for j in jobs if j.trial == win["trial"])
+    config = TrainConfig.from_dict({**job.config.to_dict(), "out": None})
+    sd = search.dir
+    sd.write_best_config(config.to_yaml(), f"the final stage's winner (trial {win['trial']}) of the search "
+                                           f"{search.path.name}: train it with\ncnnlab train --config {sd.best_yaml}")
+    f, chosen = win["final"], next(t for t in trials if t.number == win["trial"])
+    best = {"stage": "final", "trial": win["trial"], "model": win["model"], "params": win["params"],
+            "val_error": f["val_error"], "val_error_std": f["val_error_std"], "test_error": f["test_error"],
+            "test_error_std": f["test_error_std"], "test_count": f["runs"][0]["test_count"],
+            "cycles": win["cycles"], "energy_mj": win["energy_mj"], "macs": win["macs"],
+            "parameters": win["parameters"], "peak_activation": win["peak_activation"],
+            "val_metric": f["val_metric"], "test_metric": f["test_metric"], "test_metric_std": f["test_metric_std"],
+            "seeds": f["finished"], "epochs": f["epochs"], "values": chosen.values, "run_dir": f["runs"][0]["run_dir"],
+            "search": win["search"], "final": f, "finalists": rows}
+    std = f" ± {f['test_error_std']:.2f}" if f["finished"] > 1 else ""
+    log(f"final stage: trial {win['trial']} wins of {len(rows)} finalists: {win['model']} - {f['epochs']} epochs, "
+        f"validation error {f['val_error']:.2f}%, test error {f['test_error']:.2f}%{std} ({f['finished']} seed(s)), "
+        f"{win['cycles']:,} cycles, metric {f['test_metric']:.3f} on test (the search's "
+        f"{win['search']['epochs']}-epoch trial: {win['search']['val_metric']:.3f} on validation)")
     return best
 
 

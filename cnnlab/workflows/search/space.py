@@ -24,7 +24,10 @@ A search file is YAML:
     constraints: {max_activation: 1000000, max_params: 200000}
     trials: 30
     sampler: tpe                # tpe (one objective) | nsga2 (several) | random
-    prune: true                 # stop weak trials early from their validation accuracy (median pruner)
+    prune: hyperband            # stop weak trials at rungs of epochs: hyperband | halving | median (true) | false
+    fidelity: {min_epochs: 1, reduction_factor: 3}   # the rungs (max_epochs: the base's epochs)
+    bound_prune: true           # a candidate whose cycles / 300000 alone reach the best metric never trains
+    final: {top_k: 3, epochs: 30, seeds: 1}          # the best candidates retrained in full (stages.py)
     seed: 0
     stale_after: 30             # a trial whose worker went silent this long (killed) is run again
 
@@ -47,9 +50,11 @@ from cnnlab.dirs.search import SearchDir
 from cnnlab.errors import CnnlabError
 from cnnlab.io import load_yaml_mapping
 from cnnlab.workflows.search.objectives import OBJECTIVES
+from cnnlab.workflows.search.stages import Final, Pruning, load_final, load_pruning
 
 SAMPLERS = ("tpe", "nsga2", "random")
-KEYS = {"description", "base", "space", "objective", "constraints", "trials", "sampler", "prune", "seed", "stale_after"}
+KEYS = {"description", "base", "space", "objective", "constraints", "trials", "sampler", "prune", "fidelity",
+        "bound_prune", "final", "seed", "stale_after"}
 CONSTRAINTS = ("max_activation", "max_params")
 
 
@@ -70,6 +75,8 @@ class Search:
     description: str = ""
     stale_after: float = 30.0  # seconds without a heartbeat after which a worker's trial is run again
     out: Path = field(default=None)
+    pruning: Pruning = field(default_factory=Pruning)
+    final: Final | None = None  # no final stage: the search's best trial is the result
 
     @property
     def dir(self) -> SearchDir:
@@ -186,9 +193,10 @@ def _mapping(d, key, where: str) -> dict:
     return dict(v)
 
 
-def load_search(path, out=None, trials: int | None = None) -> Search:
+def load_search(path, out=None, trials: int | None = None, final_top_k: int | None = None) -> Search:
     """The search file, checked whole before anything runs (one line naming the problem, with the
-    file's line and key). `trials` (the --trials flag) replaces the file's `trials`."""
+    file's line and key). `trials` (the --trials flag) replaces the file's `trials`, `final_top_k`
+    (--final-top-k) the final stage's top_k."""
     path = Path(path)
     if path.is_dir():
         raise CnnlabError(f"{path} is a directory: give the search file (YAML), e.g. examples/search-competition.yaml")
@@ -249,14 +257,15 @@ def load_search(path, out=None, trials: int | None = None) -> Search:
     seed = d.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise CnnlabError(f"{at('seed')} must be a non-negative integer, got {seed!r}")
-    prune = d.get("prune", True)
-    if not isinstance(prune, bool):
-        raise CnnlabError(f"{at('prune')} must be true or false, got {prune!r}")
+    epochs = TrainConfig.from_dict({**base, "out": None}, where=at("base")).epochs  # types of the base, now
+    pruning = load_pruning(d, at, epochs, objectives)
+    if pruning.max_epochs is not None:
+        base["epochs"] = pruning.max_epochs
+    final = load_final(d, at, base, set(train), final_top_k)
     search = Search(path, base, space["spec"], params, train, objectives,
                     int(constraints.get("max_activation") or DEFAULT_MAX_ACTIVATION), constraints.get("max_params"),
-                    n, sampler, prune, seed, str(d.get("description", "")), float(stale))
-    search.out = Path(out) if out else SearchDir.default_for(path).path
-    TrainConfig.from_dict({**base, "out": None}, where=at("base"))  # types of the base, now
+                    n, sampler, pruning.pruner != "none", seed, str(d.get("description", "")), float(stale),
+                    Path(out) if out else SearchDir.default_for(path).path, pruning, final)
     return search
 
 

@@ -7,9 +7,16 @@ trial's full TrainConfig, and the network that config trains (`cnnlab.build.buil
 resize / input_channels adapter and model_args included) is costed by `cnnlab.cost` first. A
 candidate over a constraint, or whose spec does not fit the image, is recorded as infeasible (a
 pruned trial with the reason) without training; a candidate equal to one already trained or in
-training is recorded as a pruned trial with `duplicate` (that trial's number), not trained again.
-The rest train with `cnnlab.train.loop.train` into SEARCH_DIR/trials/NNNN/, reporting each epoch
-to Optuna's pruner through `PruneReport`.
+training is recorded as a pruned trial with `duplicate` (that trial's number), not trained again;
+with `bound_prune`, a candidate whose cycles / 300000 alone reach the best competition metric so
+far (it could not win at 0 % error; with a final stage, the top_k-th best: it could not be a
+finalist) is recorded as pruned with `bound`, and never trains. The
+rest train with `cnnlab.train.loop.train` into SEARCH_DIR/trials/NNNN/, reporting each epoch to
+Optuna's pruner (Hyperband, successive halving or the median rule) through `PruneReport`.
+
+A run that predicts with test-time augmentation runs the network once per augmented view, so its
+cycles, energy and MACs per image are the network's times the passes (`cnnlab.evaluate.tta_passes`:
+2 for tta 1, 6 for tta 2), recorded with `tta_passes`.
 """
 
 from __future__ import annotations
@@ -19,11 +26,12 @@ import shutil
 import time
 
 from cnnlab.config import TrainConfig
+from cnnlab.cost.score import ranking_metric
 from cnnlab.errors import SpecError
 from cnnlab.train.hooks import Hook
 from cnnlab.workflows.search.objectives import needs_latency, objective_values
-from cnnlab.workflows.search.optuna_adapter import (fail_dead, finished, load_optuna, mark_started, open_storage,
-                                                    open_study, running)
+from cnnlab.workflows.search.optuna_adapter import (best_value, fail_dead, finished, load_optuna, mark_started,
+                                                    open_storage, open_study, running)
 from cnnlab.workflows.search.space import Search, sample
 
 COST_FIGURES = ("cycles", "energy_mj", "macs", "params", "peak_activation")
@@ -31,14 +39,17 @@ COST_FIGURES = ("cycles", "energy_mj", "macs", "params", "peak_activation")
 
 def candidate_cost(config, shape, classes: int) -> dict:
     """The cost model's figures of the network `config` trains on images of `shape` (SpecError if
-    its spec does not fit), built on the meta device: shapes only, no weights."""
+    its spec does not fit), built on the meta device: shapes only, no weights. Cycles, energy and
+    MACs are per predicted image: times the test-time augmentation's passes (`tta_passes`, when > 1)."""
     from cnnlab.build import build_for
     from cnnlab.cost.report import analyze
+    from cnnlab.evaluate import tta_passes
 
     rep = analyze(build_for(config, tuple(shape), classes, device="meta"), tuple(shape))
-    t = rep.totals
-    return {"cycles": int(t["cycles"]), "energy_mj": float(t["energy_mj"]), "macs": int(t["macs"]),
+    t, n = rep.totals, tta_passes(config.tta)
+    cost = {"cycles": int(t["cycles"]) * n, "energy_mj": float(t["energy_mj"]) * n, "macs": int(t["macs"]) * n,
             "params": int(t["params"]), "peak_activation": int(rep.peak_activation)}
+    return {**cost, "tta_passes": n} if n > 1 else cost
 
 
 def measure_latency_ms(config, shape, classes: int, repeats: int = 20) -> float:
@@ -85,6 +96,24 @@ def twin_of(study, trial) -> int | None:
     return None
 
 
+def bound_failure(search: Search, study, cost: dict) -> str | None:
+    """Why a candidate cannot make the result even at 0 % error, or None: its cycles / 300000 alone
+    reach the best complete trial's competition metric (with a final stage of top_k finalists, the
+    top_k-th best's: a candidate that could still be a finalist trains). Only a competition search
+    is bounded."""
+    if not search.pruning.bound or search.objectives != ["competition"]:
+        return None
+    rank = search.final.top_k if search.final is not None else 1
+    best = best_value(study, rank)
+    floor = ranking_metric(0.0, cost["cycles"])
+    if best is None or floor < best[0]:
+        return None
+    nth = f"{rank}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(rank if rank < 20 else rank % 10, 'th')}"
+    which = "the best metric so far" if rank == 1 else f"the {nth} best metric so far, the last finalist's"
+    return (f"cycles / 300000 = {floor:.4g} >= {best[0]:.4g}, {which} (trial {best[1]}): it cannot "
+            f"{'win' if rank == 1 else 'be a finalist'} even at 0% error")
+
+
 def constraint_failures(search: Search, cost: dict) -> list[str]:
     why = []
     if cost["peak_activation"] >= search.max_activation:
@@ -97,11 +126,14 @@ def constraint_failures(search: Search, cost: dict) -> list[str]:
 class PruneReport(Hook):
     """A trainer hook: after each epoch, the objective as it stands (from that epoch's validation
     error and the candidate's costs) goes to Optuna's pruner, which may stop the trial (the run
-    ends after that epoch, its directory complete). Multi-objective studies are not pruned
+    ends after that epoch, its directory complete; `pruned_at` records the epoch). After the
+    trial's last epoch (`epochs`) the pruner is not asked: the trial has trained in full, and a
+    rung at that epoch would throw its result away. Multi-objective studies are not pruned
     (Optuna's pruners take one value)."""
 
-    def __init__(self, trial, search: Search, cost: dict):
-        self.trial, self.search, self.cost, self.pruned = trial, search, cost, False
+    def __init__(self, trial, search: Search, cost: dict, epochs: int | None = None):
+        self.trial, self.search, self.cost, self.epochs = trial, search, cost, epochs
+        self.pruned, self.pruned_at = False, None
         self.enabled = search.prune and len(search.objectives) == 1
 
     def on_epoch_end(self, t, row):
@@ -109,10 +141,11 @@ class PruneReport(Hook):
             return
         value = objective_values(self.search.objectives, {**self.cost, "error": 100 * (1 - row["val_acc"]),
                                                           "latency_ms": 0.0})[0]
-        self.trial.report(value, int(row["epoch"]))
-        if self.trial.should_prune():
-            self.pruned = True
-            t.stop(f"pruned by the search after epoch {int(row['epoch'])} (objective {value:.4g})")
+        epoch = int(row["epoch"])
+        self.trial.report(value, epoch)
+        if (self.epochs is None or epoch < self.epochs) and self.trial.should_prune():
+            self.pruned, self.pruned_at = True, epoch
+            t.stop(f"pruned by the search after epoch {epoch} (objective {value:.4g})")
 
 
 def run_trial(search: Search, study, rdb, trial, shape, classes: int):
@@ -142,9 +175,13 @@ def run_trial(search: Search, study, rdb, trial, shape, classes: int):
     if why:
         trial.set_user_attr("infeasible", "; ".join(why))
         raise optuna.TrialPruned()
+    bound = bound_failure(search, study, cost)
+    if bound:
+        trial.set_user_attr("bound", bound)
+        raise optuna.TrialPruned()
     if run_dir.exists():  # a stale directory of a trial number reused after a crash: start clean
         shutil.rmtree(run_dir)
-    report = PruneReport(trial, search, cost)
+    report = PruneReport(trial, search, cost, config.epochs)
     try:
         summary = train(config, quiet=True, hooks=[report])
     except TrainingDiverged as e:  # these settings do not train: an outcome, not an error of the search
@@ -154,6 +191,7 @@ def run_trial(search: Search, study, rdb, trial, shape, classes: int):
     trial.set_user_attr("val_acc", summary["best_val_acc"])
     trial.set_user_attr("train_seconds", summary["train_seconds"])
     if report.pruned:
+        trial.set_user_attr("pruned_at", report.pruned_at)
         raise optuna.TrialPruned()
     figures = {**cost, "error": 100 * (1 - summary["best_val_acc"])}
     if needs_latency(search.objectives):
@@ -177,8 +215,9 @@ def work(search: Search, storage: str | None = None, log=print, worker: int = 0)
         if "duplicate" in a:
             note = f"the candidate of trial {a['duplicate']}, not trained again"
         else:
-            note = a.get("infeasible") or a.get("diverged") or (f"values {trial.values}" if trial.values else
-                                                                 trial.state.name.lower())
+            note = a.get("infeasible") or a.get("bound") or a.get("diverged") or (
+                f"stopped after epoch {a['pruned_at']} (objective {trial.values[0]:.4g})" if "pruned_at" in a else
+                f"values {trial.values}" if trial.values else trial.state.name.lower())
         log(f"trial {trial.number} {trial.state.name.lower()}: {a.get('model')}: {note}")
 
     # One trial at a time, until the study holds enough finished ones; while the other workers run

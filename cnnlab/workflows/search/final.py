@@ -1,0 +1,178 @@
+"""The final stage: the search's best candidates retrained with the full budget, each tested once.
+
+    jobs = final_jobs(search, study.get_trials())    # [FinalJob]: top_k finalists x seeds, best first
+    run_final(search, jobs, log=print)                # trains what is not finished, resumes what was cut
+    rows = finalist_figures(search, jobs, shape, classes)   # each finalist: its search and final figures
+
+The finalists are the `final.top_k` complete trials with the lowest competition metric on the
+validation split (their search figures), distinct in model spec and searched training values.
+Each is retrained `final.seeds` times into an ordinary run directory,
+SEARCH_DIR/final_runs/NNNN-sS/ (`SearchDir.final_dir`), with the trial's own config (the search's
+base, its searched values and its model), `final.epochs`, seed base + S, and `final.train`'s keys.
+
+Resuming: a finished final run (summary.json) is never trained again; one cut after its first
+checkpoint resumes from it exactly (as `cnnlab train --resume`); one cut before starts over.
+Several processes may run the stage at once: each takes the next run no other live process holds
+(`SearchDir.claim`), so the `--workers` of a search share its final runs.
+
+The trainer evaluates each final run on the test split once, with its best-validation weights
+(summary.json's test_acc); `finalist_figures` reads that number and never evaluates again. The
+winner (results.py) is chosen on the final validation figures alone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnlab.config import TrainConfig
+from cnnlab.cost.score import ranking_metric
+from cnnlab.dirs.run import RunDir
+from cnnlab.workflows.search.objectives import OBJECTIVES
+from cnnlab.workflows.search.space import Search
+from cnnlab.workflows.search.worker import candidate_cost
+
+
+@dataclass(frozen=True)
+class FinalJob:
+    trial: int  # the search trial whose candidate this retrains
+    seed: int
+    run_dir: Path
+    config: TrainConfig
+
+
+def search_metric(attrs: dict) -> float:
+    return OBJECTIVES["competition"].value(attrs)
+
+
+def finalists(search: Search, trials) -> list:
+    """The top_k complete trials by competition metric on validation, distinct candidates, best first."""
+    from optuna.trial import TrialState
+
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and "error" in t.user_attrs),
+                  key=lambda t: (search_metric(t.user_attrs), t.number))
+    chosen, seen = [], set()
+    for t in done:
+        key = (t.user_attrs["model"], tuple(sorted((k, t.params.get(k)) for k in search.train)))
+        if key not in seen:
+            seen.add(key)
+            chosen.append(t)
+    return chosen[:search.final.top_k]
+
+
+def final_config(search: Search, trial, seed: int, run_dir) -> TrainConfig:
+    """The trial's candidate as the final stage trains it: base, searched values, model, then final's keys."""
+    overrides = {k: trial.params[k] for k in search.train if k in trial.params}
+    return TrainConfig.from_dict({**search.base, **overrides, "model": trial.user_attrs["model"], **search.final.train,
+                                  "epochs": search.final.epochs, "seed": seed, "out": str(run_dir)},
+                                 where=f"final run of trial {trial.number}")
+
+
+def final_jobs(search: Search, trials) -> list[FinalJob]:
+    """Every final run, finalist by finalist (best first), seed by seed."""
+    base_seed = TrainConfig.from_dict({**search.base, "out": None}).seed
+    jobs = []
+    for t in finalists(search, trials):
+        for s in range(base_seed, base_seed + search.final.seeds):
+            run_dir = search.dir.final_dir(t.number, s)
+            jobs.append(FinalJob(t.number, s, run_dir, final_config(search, t, s, run_dir)))
+    return jobs
+
+
+def default_trainer(config, resume=None) -> dict:
+    from cnnlab.train.loop import train
+
+    return train(config, resume=resume, quiet=True)
+
+
+def run_final(search: Search, jobs: list[FinalJob], log=print, trainer=None) -> int:
+    """Train every final run no one has finished and no other live process holds; returns how many
+    this call trained or resumed. A run that diverges is logged and left (it has no summary)."""
+    from cnnlab.train.loop import TrainingDiverged
+
+    trainer = trainer or default_trainer
+    trained = 0
+    for i, job in enumerate(jobs, 1):
+        rd = RunDir(job.run_dir)
+        label = f"final [{i}/{len(jobs)}] trial {job.trial} seed {job.seed}"
+        if rd.finished():
+            continue
+        with search.dir.claim(job.run_dir) as mine:
+            if not mine or rd.finished():  # another process trains it, or has just finished it
+                continue
+            try:
+                if rd.is_run() or rd.last.exists():
+                    log(f"{label}: resuming {job.run_dir}")
+                    trainer(None, resume=str(job.run_dir))
+                else:
+                    if job.run_dir.exists():  # cut before its first checkpoint: nothing to keep
+                        shutil.rmtree(job.run_dir)
+                    log(f"{label}: training {job.config.model} for {job.config.epochs} epochs into {job.run_dir}")
+                    trainer(job.config)
+            except TrainingDiverged as e:
+                log(f"{label}: diverged ({str(e).split(':')[0]}); it has no final figures")
+                continue
+            trained += 1
+            s = rd.read_summary() or {}
+            log(f"{label}: validation error {100 * (1 - s.get('best_val_acc', 0)):.2f}%")
+    return trained
+
+
+def _mean_std(values: list) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _figures(prefix: str, values: list) -> dict:
+    mean, std = _mean_std(values)
+    return {prefix: mean, f"{prefix}_std": std}
+
+
+def finalist_figures(search: Search, trials, jobs: list[FinalJob], shape, classes: int) -> list[dict]:
+    """One dict per finalist, in the jobs' order: its search (proxy) figures and its final runs'
+    figures (mean and standard deviation over the seeds that finished), costed as the final config
+    trains it (e.g. a final `tta` changes its cycles)."""
+    by_number = {t.number: t for t in trials}
+    rows = []
+    for number in dict.fromkeys(j.trial for j in jobs):
+        t, mine = by_number[number], [j for j in jobs if j.trial == number]
+        a = t.user_attrs
+        trial_summary = RunDir(a["run_dir"]).read_summary() if a.get("run_dir") else None
+        proxy_test = 100 * (1 - trial_summary["test_acc"]) if trial_summary else None
+        search_fig = {"val_error": a["error"], "val_metric": search_metric(a), "test_error": proxy_test,
+                      "test_metric": ranking_metric(proxy_test, a["cycles"]) if proxy_test is not None else None,
+                      "epochs": trial_summary["epochs_run"] if trial_summary else None, "cycles": a["cycles"],
+                      "run_dir": a.get("run_dir")}
+        cost = candidate_cost(mine[0].config, shape, classes)
+        cost["parameters"] = cost.pop("params")  # "params" is the trial's searched values, as in best.json
+        runs = []
+        for j in mine:
+            s = RunDir(j.run_dir).read_summary()
+            if not s:
+                continue
+            val, test = 100 * (1 - s["best_val_acc"]), 100 * (1 - s["test_acc"])
+            runs.append({"seed": j.seed, "run_dir": str(j.run_dir), "val_error": val, "test_error": test,
+                         "test_count": s["test_count"], "val_metric": ranking_metric(val, cost["cycles"]),
+                         "test_metric": ranking_metric(test, cost["cycles"]), "train_seconds": s["train_seconds"],
+                         "epochs_run": s["epochs_run"]})
+        final = {"epochs": search.final.epochs, "seeds": len(mine), "finished": len(runs), "runs": runs}
+        for key in ("val_error", "test_error", "val_metric", "test_metric"):
+            final.update(_figures(key, [r[key] for r in runs]))
+        rows.append({"trial": number, "model": a["model"], "params": dict(t.params), **cost,
+                     "search": search_fig, "final": final})
+    return rows
+
+
+def final_stage(search: Search, storage: str | None = None, log=print) -> int:
+    """The final stage of a search whose trials are all in: its finalists' runs trained or resumed
+    (this process's share, with other processes running it at once); returns the runs it trained."""
+    from cnnlab.workflows.search.optuna_adapter import open_study
+
+    jobs = final_jobs(search, open_study(search, storage).get_trials(deepcopy=False))
+    if jobs:
+        f = search.final
+        log(f"final stage: {len(jobs) // f.seeds} finalist(s) x {f.seeds} seed(s), {f.epochs} epochs each")
+    return run_final(search, jobs, log)
