@@ -167,3 +167,23 @@ def test_cost_of_a_run_directory(short_run, capsys):
     assert main(["cost", str(short_run), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["input"] == [1, 28, 28] and rep["totals"]["params"] == 61706
+
+
+def test_score_charges_each_test_time_augmentation_pass(tmp_path, capsys):
+    """A run that evaluates with flips and shifts (tta 2) runs its network 6 times per image: score charges
+    6x the cycles and energy of one pass (`cnnlab cost`), and says so; peak activation is one pass's."""
+    from cnnlab.config import TrainConfig
+    from cnnlab.train.loop import train
+
+    run = tmp_path / "tta"
+    train(TrainConfig(dataset="synthetic:shape=3x16x16,classes=4,train=128,test=32", model="c8k3-relu-p2-fc4",
+                      epochs=1, batch_size=32, val_size=16, tta=2, threads=1, device="cpu", out=str(run)), quiet=True)
+    assert main(["cost", str(run), "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert main(["score", str(run), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["passes_per_image"] == 6 and "runs the network 6 times per image" in s["note"]
+    assert s["cycles"] == 6 * one["totals"]["cycles"]
+    assert s["energy_mj"] == pytest.approx(6 * one["totals"]["energy_pj"] * 1e-9)
+    assert s["peak_activation_bytes"] == one["peak_activation_bytes"]
+    assert s["metric"] == pytest.approx(s["error_percent"] / 12 + s["cycles"] / 300_000)
