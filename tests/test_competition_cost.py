@@ -188,3 +188,27 @@ def test_what_it_cannot_cost_is_one_line_naming_it():
     backwards = _graph([helper.make_node("Relu", ["hidden"], ["logits"], name="second"),
                         helper.make_node("Relu", ["input"], ["hidden"], name="first")])
     assert "second" in refusal(backwards) and "out of order" in refusal(backwards)
+
+
+@pytest.mark.parametrize("name,shape", [("lenet5", (1, 28, 28)), ("resnet20", (3, 32, 32))])
+def test_an_int8_export_costs_as_its_float_model_and_computes_what_ort_computes(name, shape):
+    """`cnnlab export --int8` writes QDQ graphs (ONNX Runtime's static quantization): the quantize and
+    dequantize nodes are elementwise, and a weight's dequantization folds into a constant, so the file
+    costs what the float model costs, and the interpreter computes ONNX Runtime's scores."""
+    from cnnlab.workflows.export.onnx import onnx_int8
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, in_channels=shape[0], input_size=shape[1:]).eval()
+    meta = model_metadata(name, shape, CLASSES, [0.5] * shape[0], [0.25] * shape[0], "onnx")
+    data = onnx_int8(model, meta, torch.randn(64, *shape, generator=torch.Generator().manual_seed(1)))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load_from_string(data).graph.node}
+    want, got = analyze(model, shape), analyze(OnnxModule(data), shape)
+    for key in ("cycles", "macs", "energy_pj"):
+        assert got.totals[key] == pytest.approx(want.totals[key], rel=1e-12), key
+    assert got.peak_activation == want.peak_activation
+    x = torch.randn(8, *shape, generator=torch.Generator().manual_seed(2))
+    ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        out = OnnxModule(data)(x).numpy()
+    # the same integer arithmetic, up to float32 rounding in a scale: at most one quantization step apart
+    assert np.abs(out - ref).max() <= 0.05 * np.abs(ref).max() and (out.argmax(1) == ref.argmax(1)).all()

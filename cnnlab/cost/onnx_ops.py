@@ -345,6 +345,41 @@ def _lib(*values):
     return torch if any(is_tensor(v) for v in values) else np
 
 
+# ---- int8 (the QDQ graphs `cnnlab export --int8` writes): elementwise, charged nothing -----------
+
+_QRANGE = {torch.uint8: (0, 255), torch.int8: (-128, 127)}
+
+
+def _per_axis(v, x, axis: int):
+    """A scale or zero point: one value, or one per channel of `axis`, shaped to broadcast over x."""
+    v = v.float()
+    if v.dim() == 0 or v.numel() == 1:
+        return v.reshape(())
+    shape = [1] * x.dim()
+    shape[axis % x.dim()] = v.numel()
+    return v.reshape(shape)
+
+
+@op("QuantizeLinear")
+def quantize_linear(node, x, scale, zero_point=None):
+    """round(x / scale) + zero point (ties to even, as ONNX rounds), saturated to the zero point's type."""
+    scale = as_tensor(scale, x)
+    zp = as_tensor(zero_point, x) if zero_point is not None else torch.zeros((), dtype=torch.uint8)
+    if zp.dtype not in _QRANGE:
+        refuse(node, f"quantizes to {zp.dtype}, not int8 or uint8")
+    lo, hi = _QRANGE[zp.dtype]
+    axis = int(node.attrs.get("axis", 1))
+    return (torch.round(x.float() / _per_axis(scale, x, axis)) + _per_axis(zp, x, axis)).clamp(lo, hi).to(zp.dtype)
+
+
+@op("DequantizeLinear")
+def dequantize_linear(node, x, scale, zero_point=None):
+    """(x - zero point) * scale, in float32; on a weight it is folded into a float constant when loaded."""
+    axis = int(node.attrs.get("axis", 1))
+    zp = _per_axis(as_tensor(zero_point, x), x, axis) if zero_point is not None else 0.0
+    return (x.float() - zp) * _per_axis(as_tensor(scale, x), x, axis)
+
+
 @op("Identity", "Dropout", numpy=True)
 def identity(node, x, *rest):
     if len(node.outputs) > 1 and node.outputs[1]:
