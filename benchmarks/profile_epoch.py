@@ -31,6 +31,7 @@ from cnnlab.envinfo import environment
 from cnnlab.recipes import load_recipe
 from cnnlab.train.hooks import Hook
 from cnnlab.train.loop import train
+from time_to_accuracy import matmul_flops  # this folder's: the floor both benchmarks compare against
 
 KINDS = (  # (kind, substrings of an aten op's name), first match wins
     ("convolution backward", ("convolution_backward",)),
@@ -72,17 +73,6 @@ class Profile(Hook):
         self.t0 = time.perf_counter()
 
 
-def matmul_flops(dtype, n=2048, repeats=5) -> float:
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    times = []
-    for i in range(repeats + 1):
-        t0 = time.perf_counter()
-        (a @ b).sum().item()
-        if i:
-            times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipe", default="fast")
@@ -119,7 +109,7 @@ def main():
     flops = 6 * macs * config.batch_size * args.steps
     step = statistics.median(hook.times)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision, torch.float32)
-    rate = matmul_flops(dtype)
+    rate = matmul_flops(dtype, torch.device("cpu"))
     steps_per_epoch = s.get("steps_per_epoch") or -(-s["train_count"] // config.batch_size)
     print(f"\nstep: {step * 1e3:.0f} ms median of {len(hook.times)} (threads {s['threads']['torch']}); an epoch of "
           f"{steps_per_epoch} steps: {step * steps_per_epoch:.1f} s")

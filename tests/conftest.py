@@ -138,3 +138,17 @@ def postgres():
     finally:
         subprocess.run(as_user + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A real headless Chromium (tests/browser.py), one per test module; no Chromium skips the test,
+    or fails it under CNNLAB_REQUIRE_BROWSER=1 (CI)."""
+    from tests.browser import Browser, find_chromium
+
+    if find_chromium() is None:
+        if os.environ.get("CNNLAB_REQUIRE_BROWSER") == "1":
+            pytest.fail("CNNLAB_REQUIRE_BROWSER=1 but no chromium is installed (apt-get install chromium)")
+        pytest.skip("no chromium installed (apt-get install chromium); set CNNLAB_REQUIRE_BROWSER=1 to require it")
+    with Browser(width=1280, height=900) as b:
+        yield b

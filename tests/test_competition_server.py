@@ -23,7 +23,6 @@ import pytest
 pytest.importorskip("fastapi", reason="cnnlab serve needs its extra: pip install 'cnnlab[serve]'")
 httpx = pytest.importorskip("httpx")
 
-from tests.browser import Browser, find_chromium  # noqa: E402
 from tests.cli import cli  # noqa: E402
 from tests.competition import onnx_model, wait_done, write_competition  # noqa: E402
 
@@ -104,16 +103,6 @@ def tokens(capsys, path, *teams, db=None) -> dict:
     code, out, err = cli(capsys, "serve", "tokens", path, "--teams", ",".join(teams), "--json", *(["--db", db] if db else []))
     assert code == 0, err
     return json.loads(out)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if find_chromium() is None:
-        if os.environ.get("CNNLAB_REQUIRE_BROWSER") == "1":
-            pytest.fail("CNNLAB_REQUIRE_BROWSER=1 but no chromium is installed (apt-get install chromium)")
-        pytest.skip("no chromium installed (apt-get install chromium); set CNNLAB_REQUIRE_BROWSER=1 to require it")
-    with Browser(width=1280, height=900) as b:
-        yield b
 
 
 @pytest.mark.realdata

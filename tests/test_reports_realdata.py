@@ -20,8 +20,6 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.dirs import RunDir
-
-from tests.browser import Browser, find_chromium
 from tests.test_reports import first_conv_filters, self_contained, tiles_in_png
 
 pytestmark = pytest.mark.realdata
@@ -107,16 +105,6 @@ def test_study_report(tmp_path, data_dir, real_dataset_module, capsys):
 
 
 # ---- the browser ----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser():
-    if find_chromium() is None:
-        if os.environ.get("CNNLAB_REQUIRE_BROWSER") == "1":
-            pytest.fail("CNNLAB_REQUIRE_BROWSER=1 but no chromium is installed (apt-get install chromium)")
-        pytest.skip("no chromium installed (apt-get install chromium); set CNNLAB_REQUIRE_BROWSER=1 to require it")
-    with Browser(width=1280, height=900) as b:
-        yield b
-
 
 def non_blank(png: bytes):
     img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
