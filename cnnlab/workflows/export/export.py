@@ -28,7 +28,8 @@ from cnnlab.io import atomic_write
 from cnnlab.workflows.export.formats import (FORMATS, Format, export_options, format_for_runtime, get_format,
                                              int8_formats, split_runtime)
 from cnnlab.workflows.export import quantize
-from cnnlab.workflows.export.quantize import (DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_CLASS_DROP, calibration_record, check_max_class_drop, class_drop_refusal, int8_check)
+from cnnlab.workflows.export.quantize import (DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_CLASS_DROP, calibration_record,
+                                              check_max_class_drop, class_drop_refusal, int8_check)
 from cnnlab.workflows.export.metadata import export_metadata, read_metadata_bytes, sniff_format
 from cnnlab.workflows.export.predictor import Predictor, load_exported, prepare
 

@@ -424,6 +424,8 @@ def choose_runtime(model, meta: dict, device, source: str, images, bench_rows=()
                       ", ".join(f"{rt} {ms:.4f}" for rt, ms in sorted(measured.items(), key=lambda kv: kv[1])) +
                       " ms/img")
     preds = {"torch": predictor_for_model(model, meta, "torch", device, source)}
+    if len(images) == 0 or work == 0:
+        return preds["torch"], "nothing to predict"
     x = prepare(images, *preds["torch"].norm())
     eager = measure_interleaved({"torch": preds["torch"].runner(x.to(device))}, rounds=1, round_seconds=0.05,
                                 warmup=1)["torch"] / len(images)

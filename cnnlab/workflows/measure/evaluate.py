@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cnnlab.device import resolve_device
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import evaluate, evaluate_logits, predict_logits
+from cnnlab.evaluate import evaluate, evaluate_logits, predict_logits, tta_passes
 from cnnlab.dirs import RunDir, load_run
 from cnnlab.workflows.export import load_for_runtime
 from cnnlab.workflows.export import INT8, NATIVE_RUNTIME, file_split, format_for_runtime, ort_providers, sniff_format
@@ -91,6 +91,9 @@ def predict_run(run_dir, split: str = "test", checkpoint: str | None = None, out
     from cnnlab.workflows.export import export_metadata, predictor_for_model
     from cnnlab.workflows.measure.bench import choose_runtime
 
+    if runtime not in (None, "auto") and runtime.endswith(INT8):  # before any work
+        raise CnnlabError(f"predict on int8 through its checked export: `cnnlab export {run_dir} --format "
+                          f"{format_for_runtime(runtime).name} --int8`, then `cnnlab predict` that file")
     run = load_run(run_dir, checkpoint or "best")
     data = run.split(split, data_dir)
     dev = resolve_device(device)
@@ -100,12 +103,9 @@ def predict_run(run_dir, split: str = "test", checkpoint: str | None = None, out
             measured = run.dir.read_bench()
         except CnnlabError:
             measured = []  # a damaged bench.json costs the measured choice, not the predictions (bench says why)
-        tta = {0: 1, 1: 2, 2: 6}[int(run.config.tta)]  # passes per image (cnnlab.evaluate.tta_logits)
-        pred, why = choose_runtime(run.model, meta, dev, str(run.run_dir), data.x[:64], measured, len(data) * tta)
+        work = len(data) * tta_passes(run.config.tta)
+        pred, why = choose_runtime(run.model, meta, dev, str(run.run_dir), data.x[:64], measured, work)
     else:
-        if runtime.endswith(INT8):
-            raise CnnlabError(f"predict on int8 through its checked export: `cnnlab export {run_dir} --format "
-                              f"{format_for_runtime(runtime).name} --int8`, then `cnnlab predict` that file")
         pred, why = predictor_for_model(run.model, meta, runtime, dev, str(run.run_dir)), "as asked"
     d = run.data
     logits = predict_logits(pred, data, *pred.norm(), device=pred.input_device, tta=run.config.tta)
