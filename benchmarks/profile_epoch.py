@@ -24,14 +24,12 @@ import time
 from collections import defaultdict
 
 import torch
-import yaml
 
 from cnnlab.config import TrainConfig
 from cnnlab.envinfo import environment
-from cnnlab.recipes import load_recipe
 from cnnlab.train.hooks import Hook
 from cnnlab.train.loop import train
-from time_to_accuracy import matmul_flops  # this folder's: the floor both benchmarks compare against
+from time_to_accuracy import matmul_flops, recipe_with  # this folder's: the floor and the recipe both use
 
 KINDS = (  # (kind, substrings of an aten op's name), first match wins
     ("convolution backward", ("convolution_backward",)),
@@ -84,10 +82,7 @@ def main():
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--out", default="runs/profile-epoch")
     args = p.parse_args()
-    base = load_recipe(args.recipe)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        base[key] = yaml.safe_load(value)
+    base = recipe_with(args.recipe, args.set)
     base.update(data_dir=args.data_dir, device="cpu", threads=args.threads, out=f"{args.out}/{time.strftime('%Y%m%d-%H%M%S')}")
     config = TrainConfig.from_dict(base)
     env = environment()

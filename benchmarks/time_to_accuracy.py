@@ -51,6 +51,17 @@ def matmul_flops(dtype, device, n=2048, repeats=5) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
+def recipe_with(name: str, sets) -> dict:
+    """A recipe's config dict with `--set KEY=VALUE` changes applied (each value read as YAML)."""
+    import yaml
+
+    base = load_recipe(name)
+    for item in sets:
+        key, _, value = item.partition("=")
+        base[key] = yaml.safe_load(value)
+    return base
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipe", default="fast")
@@ -63,12 +74,7 @@ def main():
     p.add_argument("--out", default="runs/tta-bench")
     args = p.parse_args()
 
-    import yaml
-
-    base = load_recipe(args.recipe)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        base[key] = yaml.safe_load(value)
+    base = recipe_with(args.recipe, args.set)
     base.update(data_dir=args.data_dir, device=args.device, threads=args.threads or cpu_cores())
     out = Path(args.out) / f"{args.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
     runs = []
