@@ -35,6 +35,10 @@ class Layer:
     def backward(self, dout, cache):
         raise NotImplementedError
 
+    def release(self, cache):
+        """Say that `cache` will not be used again, so its large arrays can be reused (a no-op
+        for most layers; a convolution hands its column matrix back to the workspace)."""
+
     def state_items(self) -> dict:
         """Parameters and buffers by name, in the order of the PyTorch module's state_dict."""
         return {**self.params, **self.buffers}
@@ -79,6 +83,9 @@ class Conv2d(Layer):
     def backward(self, dout, cache):
         dx, dw, db = self.kernels.conv_backward(dout, cache, self.need_dx)
         return dx, {"weight": dw, "bias": db}
+
+    def release(self, cache):
+        self.kernels.conv_release(cache)
 
 
 class _Pool(Layer):
@@ -352,3 +359,10 @@ class Residual(Layer):
         dskip, g = self.shortcut.backward(dout, skip_cache)
         grads.update({f"shortcut.{n}": v for n, v in g.items()})
         return d + dskip, grads
+
+    def release(self, cache):
+        caches, skip_cache = cache
+        for layer, c in zip(self.body, caches):
+            layer.release(c)
+        if self.shortcut is not None:
+            self.shortcut.release(skip_cache)

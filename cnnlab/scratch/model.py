@@ -127,6 +127,11 @@ class ScratchNet:
                 grads[f"{i}.{n}"] = v
         return grads
 
+    def release(self, caches):
+        """Hand the caches' large arrays back for reuse: the step is done with them."""
+        for layer, cache in zip(self.layers, caches):
+            layer.release(cache)
+
     def scores(self, x):
         return self.forward(x)[0]
 
@@ -140,6 +145,7 @@ class ScratchNet:
         scores, caches = self.forward(x)
         loss, dscores = compute_loss(self.loss_name, scores, y, self.label_smoothing)
         grads = self.backward(dscores, caches)
+        self.release(caches)
         grads = {n: grads[n] for n in self.named_params()}  # layer order, like the parameters
         return (loss, grads, scores) if return_scores else (loss, grads)
 

@@ -41,6 +41,7 @@ def profile_step(net: ScratchNet, x, y, repeats: int = 5, warmup: int = 1) -> di
             d, g = net.layers[i].backward(d, caches[i])
             tb[i] = time.perf_counter() - t
             grads.update({f"{i}.{k}": v for k, v in g.items()})
+        net.release(caches)  # as ScratchNet.loss does: the next step reuses the column matrices
         t = time.perf_counter()
         opt.step(grads)
         t_update = time.perf_counter() - t
