@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/cnnlab train --model lenet5 --dataset mnist --epochs 6 --batch-size 128 --lr 2e-3 --schedule cosine --out $(RUN)
+	$(BIN)/cnnlab train --model lenet5 --dataset mnist --epochs 6 --batch-size 128 --lr 2e-3 --schedule cosine --channels-last --out $(RUN)
 	$(BIN)/cnnlab evaluate $(RUN)
 	$(BIN)/cnnlab predict $(RUN)
 	@echo "outputs: $(RUN)/ (metrics.csv, iterations.csv, train.log, evaluation.json, confusion_matrix.csv, predictions.csv, checkpoints/)"

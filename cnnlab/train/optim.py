@@ -166,10 +166,17 @@ def _lookahead(opt, la_k, la_alpha):
 
 # ---- the PyTorch builders -------------------------------------------------------------------
 
+def _multi_tensor(args: dict) -> dict:
+    """The update as one multi-tensor (foreach) pass unless the args choose: torch picks it only for
+    CUDA tensors, and on the CPU its per-parameter Python loop was 1.2 ms of LeNet-5's 10.7 ms step
+    (Adam, 10 tensors); `optimizer_args: {foreach: false}` restores the loop."""
+    return args if "foreach" in args or "fused" in args else {**args, "foreach": True}
+
+
 def _sgd(name):
     def build(model, lr, momentum, nesterov, weight_decay, lr_scale, args):
         return torch.optim.SGD(decay_groups(model, lr, weight_decay, lr_scale), lr=lr,
-                               **sgd_settings(name, momentum, nesterov), **args)
+                               **sgd_settings(name, momentum, nesterov), **_multi_tensor(args))
 
     return build
 
@@ -177,7 +184,7 @@ def _sgd(name):
 def _torch_class(cls):
     """A torch.optim class that has no use for the config's momentum and nesterov."""
     def build(model, lr, momentum, nesterov, weight_decay, lr_scale, args):
-        return cls(decay_groups(model, lr, weight_decay, lr_scale), lr=lr, **args)
+        return cls(decay_groups(model, lr, weight_decay, lr_scale), lr=lr, **_multi_tensor(args))
 
     return build
 
