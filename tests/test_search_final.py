@@ -154,6 +154,36 @@ def test_the_final_stage_retrains_the_top_candidates_and_resumes_after_a_kill(tm
     assert 'id="search-finalists"' in page and "final stage" in page.lower()
 
 
+def test_selection_runs_choose_the_winner_and_only_it_trains_the_other_seeds(tmp_path):
+    """final.select_seeds 1 of seeds 3, two worker processes: each finalist trains seed 0, the one
+    with the better validation metric on it then trains seeds 1 and 2 (the worker that finished its
+    selection run first waits for the other's), and best.json reports its 3 runs and the rival's 1."""
+    final = {"top_k": 2, "epochs": 2, "seeds": 3, "select_seeds": 1}
+    path = _search_file(tmp_path, base=BASE, space=SPACE, trials=4, sampler="random", constraints={},
+                        bound_prune=False, final=final)
+    out = tmp_path / "s"
+    r = subprocess.run([sys.executable, "-m", "cnnlab", "search", str(path), "--out", str(out), "--workers", "2"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    best = SearchDir(out).read_best()
+    rows = best["finalists"]
+    assert len(rows) == 2
+    chosen = min(rows, key=lambda f: (f["final"]["runs"][0]["val_metric"], f["trial"]))  # seed 0 decides
+    rival = next(f for f in rows if f is not chosen)
+    assert best["trial"] == chosen["trial"] and best["seeds"] == 3
+    assert [run["seed"] for run in chosen["final"]["runs"]] == [0, 1, 2]
+    assert [run["seed"] for run in rival["final"]["runs"]] == [0] and rival["final"]["selection_seeds"] == 1
+    assert sorted(_final_summaries(out)) == sorted([f"{chosen['trial']:04d}-s{s}" for s in (0, 1, 2)]
+                                                   + [f"{rival['trial']:04d}-s0"])
+    assert best["test_error"] == pytest.approx(sum(run["test_error"] for run in chosen["final"]["runs"]) / 3)
+    assert "then the winner's other 2" in r.stdout
+
+    from cnnlab.workflows.report import report
+
+    page = report([out], evaluate=False).path.read_text()
+    assert "with 1 seed(s), the winner then with 3" in page
+
+
 @pytest.mark.parametrize("change, message", [
     ({"prune": "asha"}, "unknown pruner 'asha'"),
     ({"prune": "median", "fidelity": {"min_epochs": 1}}, "fidelity sets the rungs of prune: hyperband or halving"),
@@ -171,6 +201,8 @@ def test_the_final_stage_retrains_the_top_candidates_and_resumes_after_a_kill(tm
     ({"final": {"train": {"seed": 3}}}, "the final stage sets seed itself"),
     ({"final": {"train": {"bogus": 1}}}, "final.train.bogus: not a training config key"),
     ({"final": {"runs": 2}}, "final.runs: unknown key"),
+    ({"final": {"seeds": 2, "select_seeds": 3}}, "final.select_seeds: 3 is more than final.seeds (2)"),
+    ({"final": {"select_seeds": 0}}, "final.select_seeds must be a whole number of at least 1"),
 ])
 def test_bad_stage_keys_are_one_line(tmp_path, capsys, change, message):
     path = _search_file(tmp_path, **change)

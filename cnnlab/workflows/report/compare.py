@@ -112,8 +112,11 @@ def search_section(path) -> Section:
     pm = (lambda key: f" ± {b[key + '_std']:.2f}" if final and b.get("seeds", 1) > 1 else "")
     rows = [("chosen model", f"trial {b['trial']}: {b['model']}")]
     if final:
+        select = [f["final"]["selection_seeds"] for f in b["finalists"] if "selection_seeds" in f["final"]]
+        how = (f"each retrained {b['epochs']} epochs with {select[0]} seed(s), the winner then with {b['seeds']}"
+               if select else f"each retrained {b['epochs']} epochs with {b['seeds']} seed(s)")
         rows.append(("chosen by", f"the final stage: the lowest validation metric of {len(b['finalists'])} "
-                                  f"finalists, each retrained {b['epochs']} epochs with {b['seeds']} seed(s)"))
+                                  f"finalists, {how}"))
     rows += [
         ("validation error", f"{b['val_error']:.2f}%{pm('val_error')}"),
         ("test error (evaluated once" + (" per final run)" if final else ")"), f"{b['test_error']:.2f}%{pm('test_error')}"),

@@ -3,12 +3,16 @@
     jobs = final_jobs(search, study.get_trials())    # [FinalJob]: top_k finalists x seeds, best first
     run_final(search, jobs, log=print)                # trains what is not finished, resumes what was cut
     rows = finalist_figures(search, jobs, shape, classes)   # each finalist: its search and final figures
+    win = winner(rows)                                # the row with the best final validation metric
 
 The finalists are the `final.top_k` complete trials with the lowest competition metric on the
 validation split (their search figures), distinct in model spec and searched training values.
 Each is retrained `final.seeds` times into an ordinary run directory,
 SEARCH_DIR/final_runs/NNNN-sS/ (`SearchDir.final_dir`), with the trial's own config (the search's
 base, its searched values and its model), `final.epochs`, seed base + S, and `final.train`'s keys.
+With `final.select_seeds` below `final.seeds`, each finalist first trains `select_seeds` runs (the
+selection runs); once all of them are in, the winner on those alone trains its remaining seeds, so
+compute goes to the seeds of the model that is reported rather than to those of its rivals.
 
 Resuming: a finished final run (summary.json) is never trained again; one cut after its first
 checkpoint resumes from it exactly (as `cnnlab train --resume`); one cut before starts over.
@@ -17,13 +21,15 @@ Several processes may run the stage at once: each takes the next run no other li
 
 The trainer evaluates each final run on the test split once, with its best-validation weights
 (summary.json's test_acc); `finalist_figures` reads that number and never evaluates again. The
-winner (results.py) is chosen on the final validation figures alone.
+winner is chosen on the selection runs' validation figures alone (`winner`).
 """
 
 from __future__ import annotations
 
 import shutil
 import statistics
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,15 +76,70 @@ def final_config(search: Search, trial, seed: int, run_dir) -> TrainConfig:
                                  where=f"final run of trial {trial.number}")
 
 
-def final_jobs(search: Search, trials) -> list[FinalJob]:
-    """Every final run, finalist by finalist (best first), seed by seed."""
+def selection_jobs(search: Search, trials) -> list[FinalJob]:
+    """Every finalist's selection runs (its first `final.screening` seeds), best finalist first."""
     base_seed = TrainConfig.from_dict({**search.base, "out": None}).seed
     jobs = []
     for t in finalists(search, trials):
-        for s in range(base_seed, base_seed + search.final.seeds):
-            run_dir = search.dir.final_dir(t.number, s)
-            jobs.append(FinalJob(t.number, s, run_dir, final_config(search, t, s, run_dir)))
+        for s in range(base_seed, base_seed + search.final.screening):
+            jobs.append(_job(search, t, s))
     return jobs
+
+
+def _job(search: Search, trial, seed: int) -> FinalJob:
+    run_dir = search.dir.final_dir(trial.number, seed)
+    return FinalJob(trial.number, seed, run_dir, final_config(search, trial, seed, run_dir))
+
+
+def settled(search: Search, jobs: list[FinalJob]) -> bool:
+    """Every run of `jobs` finished, or was left unfinished (diverged) with no live process on it."""
+    for job in jobs:
+        if RunDir(job.run_dir).finished():
+            continue
+        with search.dir.claim(job.run_dir) as mine:
+            if not mine:
+                return False
+    return True
+
+
+def winner(rows: list[dict]) -> dict | None:
+    """The finalist row (finalist_figures) with the lowest mean competition metric on validation
+    over its finished runs, ties to the earlier trial; None when no run finished."""
+    ranked = [r for r in rows if r["final"]["finished"]]
+    return min(ranked, key=lambda r: (r["final"]["val_metric"], r["trial"])) if ranked else None
+
+
+def final_jobs(search: Search, trials, shape=None, classes: int | None = None) -> list[FinalJob]:
+    """Every final run known so far, finalist by finalist (best first), seed by seed: all of them
+    when each finalist trains every seed; else the selection runs, and, once those are settled, the
+    winner's remaining seeds (choosing it costs the finalists on the cost model: `shape` and
+    `classes` of the dataset, read from it when not given)."""
+    jobs, f = selection_jobs(search, trials), search.final
+    if f.screening >= f.seeds or not settled(search, jobs):
+        return jobs
+    if shape is None:
+        from cnnlab.workflows.search.worker import dataset_input
+
+        shape, classes = dataset_input(search.base)
+    win = winner(finalist_figures(search, trials, jobs, shape, classes))
+    if win is None:
+        return jobs
+    base_seed = TrainConfig.from_dict({**search.base, "out": None}).seed
+    t = next(t for t in trials if t.number == win["trial"])
+    return jobs + [_job(search, t, s) for s in range(base_seed + f.screening, base_seed + f.seeds)]
+
+
+@contextmanager
+def _claim(search: Search, run_dir):
+    """SearchDir.claim, asked twice half a second apart: another process's `settled` holds a free
+    run's lock for an instant while it looks, and must not keep the run from its trainer."""
+    with search.dir.claim(run_dir) as mine:
+        if mine:
+            yield True
+            return
+    time.sleep(0.5)
+    with search.dir.claim(run_dir) as mine:
+        yield mine
 
 
 def default_trainer(config, resume=None) -> dict:
@@ -99,7 +160,7 @@ def run_final(search: Search, jobs: list[FinalJob], log=print, trainer=None) -> 
         label = f"final [{i}/{len(jobs)}] trial {job.trial} seed {job.seed}"
         if rd.finished():
             continue
-        with search.dir.claim(job.run_dir) as mine:
+        with _claim(search, job.run_dir) as mine:
             if not mine or rd.finished():  # another process trains it, or has just finished it
                 continue
             try:
@@ -159,6 +220,8 @@ def finalist_figures(search: Search, trials, jobs: list[FinalJob], shape, classe
                          "test_metric": ranking_metric(test, cost["cycles"]), "train_seconds": s["train_seconds"],
                          "epochs_run": s["epochs_run"]})
         final = {"epochs": search.final.epochs, "seeds": len(mine), "finished": len(runs), "runs": runs}
+        if len(mine) < search.final.seeds:  # a finalist the selection runs did not choose
+            final["selection_seeds"] = search.final.screening
         for key in ("val_error", "test_error", "val_metric", "test_metric"):
             final.update(_figures(key, [r[key] for r in runs]))
         rows.append({"trial": number, "model": a["model"], "params": dict(t.params), **cost,
@@ -166,13 +229,24 @@ def finalist_figures(search: Search, trials, jobs: list[FinalJob], shape, classe
     return rows
 
 
-def final_stage(search: Search, storage: str | None = None, log=print) -> int:
+def final_stage(search: Search, storage: str | None = None, log=print, poll: float = 10.0) -> int:
     """The final stage of a search whose trials are all in: its finalists' runs trained or resumed
-    (this process's share, with other processes running it at once); returns the runs it trained."""
+    (this process's share, with other processes running it at once); returns the runs it trained.
+    With selection runs, a process that has none left waits for the others' to finish before it
+    takes a share of the winner's seeds."""
     from cnnlab.workflows.search.optuna_adapter import open_study
 
-    jobs = final_jobs(search, open_study(search, storage).get_trials(deepcopy=False))
-    if jobs:
-        f = search.final
-        log(f"final stage: {len(jobs) // f.seeds} finalist(s) x {f.seeds} seed(s), {f.epochs} epochs each")
-    return run_final(search, jobs, log)
+    trials = open_study(search, storage).get_trials(deepcopy=False)
+    f, first = search.final, selection_jobs(search, trials)
+    if first:
+        if f.screening < f.seeds:
+            log(f"final stage: {len(first) // f.screening} finalist(s) x {f.screening} seed(s) to choose the winner, "
+                f"then the winner's other {f.seeds - f.screening}; {f.epochs} epochs each")
+        else:
+            log(f"final stage: {len(first) // f.seeds} finalist(s) x {f.seeds} seed(s), {f.epochs} epochs each")
+    trained = run_final(search, final_jobs(search, trials), log)
+    if f.screening < f.seeds and first:
+        while not settled(search, first):
+            time.sleep(poll)
+        trained += run_final(search, final_jobs(search, trials), log)
+    return trained

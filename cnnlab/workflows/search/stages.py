@@ -7,6 +7,7 @@
     fidelity: {min_epochs: 1, max_epochs: 9, reduction_factor: 3}   # hyperband and halving only
     bound_prune: true          # a candidate whose cycles / 300000 alone reach the best metric never trains
     final: {top_k: 3, epochs: 30, seeds: 1, train: {val_size: 5000}}
+    final: {top_k: 2, epochs: 40, seeds: 3, select_seeds: 1}   # the winner alone trains seeds 2 and 3
 
 Fidelity is epochs. A trial trains up to `max_epochs` (the base's `epochs` when left out) and
 reports its running objective after each epoch; Optuna's successive halving stops it at a rung
@@ -16,7 +17,10 @@ trials that reached that rung; Hyperband runs several such brackets, each starti
 The final stage retrains the `top_k` best candidates (competition metric on the validation split)
 with the full budget: each trial's own config with `epochs`, the seed of each of `seeds` runs, and
 the keys of `train` replaced. `train` may not name a searched key (each candidate keeps its own
-value), nor model, out, seed or epochs (given here by the stage itself).
+value), nor model, out, seed or epochs (given here by the stage itself). With `select_seeds` below
+`seeds`, every finalist trains `select_seeds` runs, the winner is chosen on those, and the winner
+alone trains the rest: its mean ± std is over `seeds` runs, at top_k * select_seeds + seeds -
+select_seeds runs instead of top_k * seeds (4 instead of 6 for the line above).
 
 `at` names a place of the file for an error line (space.Where); every problem is one CnnlabError.
 """
@@ -30,7 +34,7 @@ from cnnlab.errors import CnnlabError
 
 PRUNERS = ("hyperband", "halving", "median", "none")
 FIDELITY_KEYS = ("min_epochs", "max_epochs", "reduction_factor")
-FINAL_KEYS = ("top_k", "epochs", "seeds", "train")
+FINAL_KEYS = ("top_k", "epochs", "seeds", "select_seeds", "train")
 FINAL_OWN = ("model", "out", "seed", "epochs")  # the final stage sets these itself
 
 
@@ -58,6 +62,12 @@ class Final:
     epochs: int = 1
     seeds: int = 1
     train: dict = field(default_factory=dict)
+    select_seeds: int | None = None  # runs per finalist before the winner is chosen; None: all `seeds`
+
+    @property
+    def screening(self) -> int:
+        """Each finalist's runs that choose the winner (seeds base .. base + screening - 1)."""
+        return self.seeds if self.select_seeds is None else min(self.select_seeds, self.seeds)
 
 
 def _count(v, where: str, least: int = 1, what: str = "a whole number") -> int:
@@ -122,6 +132,10 @@ def load_final(d: dict, at, base: dict, searched: set, top_k: int | None = None)
     k = _count(top_k, "--final-top-k") if top_k is not None else _count(f.get("top_k", 3), at("final", "top_k"))
     epochs = _count(f.get("epochs", TrainConfig.from_dict({**base, "out": None}).epochs), at("final", "epochs"))
     seeds = _count(f.get("seeds", 1), at("final", "seeds"))
+    select = f.get("select_seeds")
+    if select is not None and _count(select, at("final", "select_seeds")) > seeds:
+        raise CnnlabError(f"{at('final', 'select_seeds')}: {select} is more than final.seeds ({seeds}): the winner's "
+                          "seeds include the ones that chose it; lower select_seeds or raise seeds")
     train = f.get("train") or {}
     if not isinstance(train, dict):
         raise CnnlabError(f"{at('final', 'train')} must be a mapping of training config keys to values, got {train!r}")
@@ -137,4 +151,4 @@ def load_final(d: dict, at, base: dict, searched: set, top_k: int | None = None)
         if key not in TrainConfig.__dataclass_fields__:
             raise CnnlabError(f"{where}: not a training config key (`cnnlab train --help` lists them)")
     TrainConfig.from_dict({**base, **train, "epochs": epochs, "out": None}, where=at("final", "train"))
-    return Final(k, epochs, seeds, dict(train))
+    return Final(k, epochs, seeds, dict(train), select)
