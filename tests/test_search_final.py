@@ -184,6 +184,29 @@ def test_selection_runs_choose_the_winner_and_only_it_trains_the_other_seeds(tmp
     assert "with 1 seed(s), the winner then with 3" in page
 
 
+def test_a_zoo_model_s_options_are_searched_through_its_call_form(tmp_path):
+    """space.spec may be a registered model written as a call: each trial trains and is costed as
+    that model with the drawn options, and the final stage retrains it with them."""
+    from cnnlab.models.summary import count_params
+
+    base = {**BASE, "dataset": "synthetic:shape=3x16x16,classes=4,train=120,test=40,noise=0.5", "epochs": 2}
+    space = {"spec": "fastnet(widths=[{w1}, 8, 8], depth={d})",
+             "params": {"w1": {"choices": [4, 8]}, "d": {"int": [1, 2]}}}
+    path = _search_file(tmp_path, base=base, space=space, trials=3, sampler="random", constraints={},
+                        bound_prune=False, final={"top_k": 1, "epochs": 1})
+    out = tmp_path / "s"
+    assert cli(["search", str(path), "--out", str(out)]) == 0
+    for t in _trials(path, out):
+        model = t.user_attrs["model"]
+        assert model == f"fastnet(widths=[{t.params['w1']}, 8, 8], depth={t.params['d']})"
+        from cnnlab.models import create_model
+
+        assert t.user_attrs["params"] == count_params(create_model(model, num_classes=4, input_size=16))
+    best = SearchDir(out).read_best()
+    assert best["stage"] == "final" and best["model"].startswith("fastnet(widths=[")
+    assert TrainConfig.load(SearchDir(out).best_yaml).model == best["model"]
+
+
 @pytest.mark.parametrize("change, message", [
     ({"prune": "asha"}, "unknown pruner 'asha'"),
     ({"prune": "median", "fidelity": {"min_epochs": 1}}, "fidelity sets the rungs of prune: hyperband or halving"),

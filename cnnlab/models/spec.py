@@ -202,6 +202,8 @@ def looks_like_spec(text: str) -> bool:
     """True when a --model value is a spec rather than a registered model name: it has several
     tokens, a group, or is one conv or fc token (`c16k3`, `fc120`)."""
     t = text.strip().lower()
+    if "(" in t:  # a registered model with options, fastnet(widths=[16, 64, 128]): specs have no "("
+        return False
     return "-" in t or "[" in t or bool(_CONV.match(t) or _DW.match(t) or _WHITEN.match(t) or _FC.match(t))
 
 

@@ -105,7 +105,10 @@ def set_rng_state(s: dict):
 
 
 def default_run_dir(config: TrainConfig) -> Path:
-    name = config.model if len(config.model) <= 24 and "-" not in config.model else "convnet"
+    from cnnlab.models.registry import model_name
+
+    name = model_name(config.model)  # fastnet(widths=[16, 64, 128]) -> fastnet
+    name = name if len(name) <= 24 and "-" not in name else "convnet"
     dataset = config.dataset.split(":")[0]
     return Path("runs") / f"{name}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 

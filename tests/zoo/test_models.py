@@ -216,3 +216,36 @@ def test_models_command_rejects_bad_input_shape():
 
     with pytest.raises(CnnlabError, match="3x32x32"):
         _cli(["--input", "32x32"])
+
+
+def test_a_registered_model_may_carry_its_options_as_a_call(tmp_path):
+    """`fastnet(widths=[16, 64, 128], depth=1)` builds what create_model("fastnet", widths=..., depth=...)
+    builds; it is not taken for a spec; bad syntax and an option given twice are one line each;
+    a training run of such a model trains and names its directory after the registered name."""
+    from cnnlab.config import TrainConfig
+    from cnnlab.errors import CnnlabError
+    from cnnlab.models.registry import check_model_options, model_name, split_model_call
+    from cnnlab.models.spec import looks_like_spec
+    from cnnlab.train.loop import default_run_dir
+
+    text = "fastnet(widths=[16, 64, 128], depth=1)"
+    assert split_model_call(text) == ("fastnet", {"widths": [16, 64, 128], "depth": 1})
+    assert split_model_call("c8k3-relu-fc4", {"x": 1}) == ("c8k3-relu-fc4", {"x": 1})
+    assert not looks_like_spec(text) and model_name(text) == "fastnet"
+    torch.manual_seed(0)
+    a = create_model(text, num_classes=4)
+    torch.manual_seed(0)
+    b = create_model("fastnet", num_classes=4, widths=[16, 64, 128], depth=1)
+    assert [(k, v.shape) for k, v in a.state_dict().items()] == [(k, v.shape) for k, v in b.state_dict().items()]
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    assert count_params(a) < count_params(create_model("fastnet", num_classes=4))
+    for bad, message in [("fastnet(16, 64)", "keyword=literal pairs"), ("fastnet(widths=[16,)", "keyword=literal"),
+                         ("fastnet(widths=os.sep)", "keyword=literal"), ("fastnet(width=2)", "has no option 'width'"),
+                         ("fastnot(depth=1)", "unknown model 'fastnot' (did you mean fastnet?)")]:
+        with pytest.raises(CnnlabError, match=re.escape(message)):
+            check_model_options(bad, {})
+    with pytest.raises(CnnlabError, match="model_args sets it too"):
+        create_model("fastnet(depth=1)", num_classes=4, depth=2)
+    config = TrainConfig.from_dict({"model": text, "dataset": "synthetic:shape=3x8x8,classes=4,train=40,test=8",
+                                    "out": None})
+    assert default_run_dir(config).name.startswith("fastnet-synthetic-")
