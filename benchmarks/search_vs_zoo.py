@@ -2,6 +2,7 @@
 
     python benchmarks/search_vs_zoo.py --file examples/search-competition-final.yaml --out runs/search-vs-zoo \\
         --models resnet20,convnet,lenet5 --workers 2 --seeds 3 [--trials N] [--data-dir DIR] \\
+        [--zoo-base examples/search-competition-final.yaml] \\
         [--set base.subset=5000 --set final.epochs=4 ...]   # a reduced budget, the same for every contender
 
 Every contender goes through the same `cnnlab search` pipeline, with the same budget:
@@ -14,6 +15,12 @@ Every contender goes through the same `cnnlab search` pipeline, with the same bu
 So each model gets its own tuning (the same number of trials, the same Hyperband rungs) and the
 same final training (top_k finalists x seeds, the winner by final validation metric); the figures
 are the winner's test split, mean ± std over its seeds.
+
+`--zoo-base FILE` gives the zoo models the base training config and `space.train` of another
+search file, everything else (trials, pruner, rungs, final stage) still from --file. Use it when
+the search file's base belongs to its own network: the fast recipe's (search-competition-fastnet.yaml)
+trains FastNet's logits-over-width head at a head rate of 1340, which a zoo model's plain head
+cannot take, so its contenders train from search-competition-final.yaml's SGD/Muon base instead.
 
 Each search resumes when the benchmark runs again. The table is printed and saved, with the search
 files, the command lines, the wall time of each search, the cnnlab version and the machine, to
@@ -49,11 +56,16 @@ def apply_set(d: dict, assignment: str):
     d[last] = yaml.safe_load(value)
 
 
-def contender_files(file: Path, out: Path, models: list, seeds, trials, sets=()) -> dict:
-    """{name: search file} of the search and each zoo model, written into OUT."""
+def contender_files(file: Path, out: Path, models: list, seeds, trials, sets=(), zoo_base: Path | None = None) -> dict:
+    """{name: search file} of the search and each zoo model, written into OUT; the zoo models'
+    base and space.train from `zoo_base` when given (the `--set base.*` changes apply to both)."""
     d = yaml.safe_load(file.read_text())
+    z = yaml.safe_load(zoo_base.read_text()) if zoo_base else d
+    z = {"base": dict(z.get("base") or {}), "train": dict((z.get("space") or {}).get("train") or {})}
     for assignment in sets:
         apply_set(d, assignment)
+        if zoo_base and assignment.startswith("base."):
+            apply_set(z, assignment)
     if not isinstance(d.get("final"), dict):
         raise SystemExit(f"{file} has no final stage (`final:`): the comparison is of fully trained models")
     if seeds:
@@ -63,7 +75,9 @@ def contender_files(file: Path, out: Path, models: list, seeds, trials, sets=())
     files = {"search": d}
     for name in models:
         zoo = {k: v for k, v in d.items() if k not in ("space", "constraints", "description")}
-        zoo["space"] = {"spec": name, "train": d["space"].get("train", {})}
+        zoo["space"] = {"spec": name, "train": z["train"] if zoo_base else d["space"].get("train", {})}
+        if zoo_base:
+            zoo["base"] = {**z["base"], "epochs": d["base"].get("epochs", z["base"].get("epochs"))}
         zoo["constraints"] = {"max_activation": NO_LIMIT}
         zoo["description"] = f"{name} with its own tuning of {', '.join(zoo['space']['train']) or 'nothing'}"
         files[f"zoo-{name}"] = zoo
@@ -98,12 +112,15 @@ def main():
     p.add_argument("--seeds", type=int, help="final runs per finalist (default: the file's final.seeds)")
     p.add_argument("--trials", type=int, help="trials per contender (default: the file's trials)")
     p.add_argument("--data-dir")
+    p.add_argument("--zoo-base", metavar="FILE",
+                   help="a search file whose base and space.train the zoo models train with (default: --file's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="change the search file for every contender, e.g. base.subset=5000 (repeatable)")
     args = p.parse_args()
 
     out = Path(args.out)
-    files = contender_files(Path(args.file), out, args.models.split(","), args.seeds, args.trials, args.set)
+    files = contender_files(Path(args.file), out, args.models.split(","), args.seeds, args.trials, args.set,
+                            Path(args.zoo_base) if args.zoo_base else None)
     rows = []
     for name, path in files.items():
         best, wall = run_search(path, out / name, args.workers, args.data_dir)

@@ -10,7 +10,7 @@ A search file is YAML:
     base:                       # TrainConfig keys every trial trains with (or recipe: NAME, then keys)
       dataset: cifar10
       epochs: 4
-    space:
+    space:                      # spec: a model spec, or a zoo model's call form: "fastnet(widths=[{w1}, 64, 128])"
       spec: "c{w1}k{k1}-bn-relu-{pool1}-[r[c{w2}k3-bn-relu-c{w2}k3-bn]-relu]x{d2}-gap"
       params:                   # each {name} in the spec: choices, or an int/float range
         w1: {choices: [8, 16, 24]}
@@ -212,7 +212,8 @@ def load_search(path, out=None, trials: int | None = None, final_top_k: int | No
         base = {**load_recipe(base.pop("recipe")), **base}
     space = _mapping(d, "space", at("space"))
     if not isinstance(space.get("spec"), str):
-        raise CnnlabError(f"{at('space')} needs 'spec', a model spec with {{name}} placeholders")
+        raise CnnlabError(f"{at('space')} needs 'spec', a model spec with {{name}} placeholders (or a zoo model's "
+                          "call form, e.g. fastnet(widths=[{w1}, 64, 128]))")
     params, train = _mapping(space, "params", at("space", "params")), _mapping(space, "train", at("space", "train"))
     for name, dist in params.items():
         check_dist(dist, at("space", "params", str(name)))
@@ -281,8 +282,11 @@ def suggest(trial, name, d):
 
 
 def spec_text(template: str, values: dict) -> str:
-    """The template with its placeholders filled; empty tokens ("" choices) dropped."""
+    """The template with its placeholders filled; empty tokens ("" choices) dropped (a spec's; a
+    zoo model's call form is left as filled)."""
     text = template.format(**{k: "" if v is None else v for k, v in values.items()})
+    if "(" in text:
+        return text.strip()
     text = re.sub(r"-{2,}", "-", text)
     text = re.sub(r"\[-", "[", re.sub(r"-\]", "]", text)).strip("-")
     return text
