@@ -7,7 +7,7 @@
     fidelity: {min_epochs: 1, max_epochs: 9, reduction_factor: 3}   # hyperband and halving only
     bound_prune: true          # a candidate whose cycles / 300000 alone reach the best metric never trains
     final: {top_k: 3, epochs: 30, seeds: 1, train: {val_size: 5000}}
-    final: {top_k: 2, epochs: 40, seeds: 3, select_seeds: 1}   # the winner alone trains seeds 2 and 3
+    final: {top_k: 2, epochs: 40, seeds: 3, select_seeds: 1}   # the winner alone trains its 2nd and 3rd seed
 
 Fidelity is epochs. A trial trains up to `max_epochs` (the base's `epochs` when left out) and
 reports its running objective after each epoch; Optuna's successive halving stops it at a rung
