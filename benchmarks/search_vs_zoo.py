@@ -22,7 +22,10 @@ the search file's base belongs to its own network: the fast recipe's (search-com
 trains FastNet's logits-over-width head at a head rate of 1340, which a zoo model's plain head
 cannot take, so its contenders train from search-competition-final.yaml's SGD/Muon base instead.
 
-Each search resumes when the benchmark runs again. The table is printed and saved, with the search
+Each search resumes when the benchmark runs again, and the search contender reuses a finished
+`cnnlab search FILE --out DIR` copied to OUT/search/ (its file is written as OUT/FILE's name, the
+study's name), so a search measured on its own is not run twice (its wall time in the JSON is
+then the reuse's seconds; the measured one is the original run's). The table is printed and saved, with the search
 files, the command lines, the wall time of each search, the cnnlab version and the machine, to
 OUT/search_vs_zoo.json.
 """
@@ -84,7 +87,9 @@ def contender_files(file: Path, out: Path, models: list, seeds, trials, sets=(),
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, content in files.items():
-        paths[name] = out / f"{name}.yaml"
+        # the search keeps its file's name, so its study (named after the file) is the one a
+        # `cnnlab search FILE` run made: a finished run copied to OUT/search/ is reused, not redone
+        paths[name] = out / (file.name if name == "search" else f"{name}.yaml")
         atomic_write_text(paths[name], yaml.safe_dump(content, sort_keys=False))
     return paths
 
