@@ -7,6 +7,7 @@ data and nets; the study is read through Optuna's public API."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -182,6 +183,35 @@ def test_selection_runs_choose_the_winner_and_only_it_trains_the_other_seeds(tmp
 
     page = report([out], evaluate=False).path.read_text()
     assert "with 1 seed(s), the winner then with 3" in page
+
+
+def test_a_killed_selection_stage_resumes_its_selection_runs_before_choosing(tmp_path):
+    """Killed once the first selection run has finished: run again, the other finalist's selection
+    run is trained (or resumed) before the winner is chosen, so the winner is the better of both on
+    seed 0 and only it has seeds 1 and 2."""
+    final = {"top_k": 2, "epochs": 3, "seeds": 3, "select_seeds": 1, "train": {"batch_size": 20}}
+    path = _search_file(tmp_path, base=BASE, space=SPACE, trials=4, sampler="random", constraints={},
+                        bound_prune=False, final=final)
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "cnnlab", "search", str(path), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not any(
+            s.exists() for s in (_final_summaries(out).values() if SearchDir(out).final_runs.is_dir() else [])):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len([s for s in _final_summaries(out).values() if s.exists()]) == 1, "the kill should fall in selection"
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    # the second selection run went out in a list of the 2 selection runs, before any winner's seed was known
+    assert re.search(r"final \[2/2\] trial \d+ seed 0: (training|resuming)", r.stdout), r.stdout
+    best = SearchDir(out).read_best()
+    chosen = min(best["finalists"], key=lambda f: (f["final"]["runs"][0]["val_metric"], f["trial"]))
+    rival = next(f for f in best["finalists"] if f is not chosen)
+    assert best["trial"] == chosen["trial"]
+    assert [run["seed"] for run in chosen["final"]["runs"]] == [0, 1, 2]
+    assert [run["seed"] for run in rival["final"]["runs"]] == [0]
 
 
 def test_a_zoo_model_s_options_are_searched_through_its_call_form(tmp_path):

@@ -11,8 +11,10 @@ Each is retrained `final.seeds` times into an ordinary run directory,
 SEARCH_DIR/final_runs/NNNN-sS/ (`SearchDir.final_dir`), with the trial's own config (the search's
 base, its searched values and its model), `final.epochs`, seed base + S, and `final.train`'s keys.
 With `final.select_seeds` below `final.seeds`, each finalist first trains `select_seeds` runs (the
-selection runs); once all of them are in, the winner on those alone trains its remaining seeds, so
-compute goes to the seeds of the model that is reported rather than to those of its rivals.
+selection runs); once every one of them has finished (or diverged: a mark beside it says so), the
+winner on those alone trains its remaining seeds, so compute goes to the seeds of the model that is
+reported rather than to those of its rivals. A selection run cut by a kill is resumed before the
+winner is chosen, never skipped.
 
 Resuming: a finished final run (summary.json) is never trained again; one cut after its first
 checkpoint resumes from it exactly (as `cnnlab train --resume`); one cut before starts over.
@@ -91,15 +93,26 @@ def _job(search: Search, trial, seed: int) -> FinalJob:
     return FinalJob(trial.number, seed, run_dir, final_config(search, trial, seed, run_dir))
 
 
-def settled(search: Search, jobs: list[FinalJob]) -> bool:
-    """Every run of `jobs` finished, or was left unfinished (diverged) with no live process on it."""
+def _diverged_mark(run_dir) -> Path:
+    """The file run_final leaves beside a final run that diverged: it has no figures, and is done."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / f".{run_dir.name}.diverged"
+
+
+def settled(jobs: list[FinalJob]) -> bool:
+    """Every run of `jobs` finished or diverged: one not started, training, or cut (resumable) is not."""
+    return all(RunDir(j.run_dir).finished() or _diverged_mark(j.run_dir).exists() for j in jobs)
+
+
+def _held(search: Search, jobs: list[FinalJob]) -> bool:
+    """Another live process trains one of `jobs`."""
     for job in jobs:
-        if RunDir(job.run_dir).finished():
+        if settled([job]):
             continue
         with search.dir.claim(job.run_dir) as mine:
             if not mine:
-                return False
-    return True
+                return True
+    return False
 
 
 def winner(rows: list[dict]) -> dict | None:
@@ -115,7 +128,7 @@ def final_jobs(search: Search, trials, shape=None, classes: int | None = None) -
     winner's remaining seeds (choosing it costs the finalists on the cost model: `shape` and
     `classes` of the dataset, read from it when not given)."""
     jobs, f = selection_jobs(search, trials), search.final
-    if f.screening >= f.seeds or not settled(search, jobs):
+    if f.screening >= f.seeds or not settled(jobs):
         return jobs
     if shape is None:
         from cnnlab.workflows.search.worker import dataset_input
@@ -131,7 +144,7 @@ def final_jobs(search: Search, trials, shape=None, classes: int | None = None) -
 
 @contextmanager
 def _claim(search: Search, run_dir):
-    """SearchDir.claim, asked twice half a second apart: another process's `settled` holds a free
+    """SearchDir.claim, asked twice half a second apart: another process's `_held` holds a free
     run's lock for an instant while it looks, and must not keep the run from its trainer."""
     with search.dir.claim(run_dir) as mine:
         if mine:
@@ -150,7 +163,7 @@ def default_trainer(config, resume=None) -> dict:
 
 def run_final(search: Search, jobs: list[FinalJob], log=print, trainer=None) -> int:
     """Train every final run no one has finished and no other live process holds; returns how many
-    this call trained or resumed. A run that diverges is logged and left (it has no summary)."""
+    this call trained or resumed. A run that diverges is logged, marked and left (it has no summary)."""
     from cnnlab.train.loop import TrainingDiverged
 
     trainer = trainer or default_trainer
@@ -158,10 +171,10 @@ def run_final(search: Search, jobs: list[FinalJob], log=print, trainer=None) -> 
     for i, job in enumerate(jobs, 1):
         rd = RunDir(job.run_dir)
         label = f"final [{i}/{len(jobs)}] trial {job.trial} seed {job.seed}"
-        if rd.finished():
+        if settled([job]):  # finished, or diverged (delete its .diverged mark to try it again)
             continue
         with _claim(search, job.run_dir) as mine:
-            if not mine or rd.finished():  # another process trains it, or has just finished it
+            if not mine or settled([job]):  # another process trains it, or has just finished it
                 continue
             try:
                 if rd.is_run() or rd.last.exists():
@@ -174,6 +187,7 @@ def run_final(search: Search, jobs: list[FinalJob], log=print, trainer=None) -> 
                     trainer(job.config)
             except TrainingDiverged as e:
                 log(f"{label}: diverged ({str(e).split(':')[0]}); it has no final figures")
+                _diverged_mark(job.run_dir).touch()
                 continue
             trained += 1
             s = rd.read_summary() or {}
@@ -246,7 +260,10 @@ def final_stage(search: Search, storage: str | None = None, log=print, poll: flo
             log(f"final stage: {len(first) // f.seeds} finalist(s) x {f.seeds} seed(s), {f.epochs} epochs each")
     trained = run_final(search, final_jobs(search, trials), log)
     if f.screening < f.seeds and first:
-        while not settled(search, first):
-            time.sleep(poll)
+        while not settled(first):  # the others' selection runs; one no live process holds, this one takes
+            if _held(search, first):
+                time.sleep(poll)
+            else:
+                trained += run_final(search, first, log)
         trained += run_final(search, final_jobs(search, trials), log)
     return trained
