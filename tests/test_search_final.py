@@ -99,6 +99,17 @@ def _final_summaries(out):
     return {p.name: p / "summary.json" for p in sorted(SearchDir(out).final_runs.iterdir()) if p.is_dir()}
 
 
+def _kill_when_a_final_run_finishes(cmd, out):
+    """Start `cnnlab search` (cmd) and SIGKILL it as soon as one final run in `out` has its summary."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not any(
+            s.exists() for s in (_final_summaries(out).values() if SearchDir(out).final_runs.is_dir() else [])):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_the_final_stage_retrains_the_top_candidates_and_resumes_after_a_kill(tmp_path):
     """Killed in the final stage and run again: finished final runs are not trained again, every
     final run trains exactly final.epochs epochs, the finalists are the two best trials by validation
@@ -109,13 +120,7 @@ def test_the_final_stage_retrains_the_top_candidates_and_resumes_after_a_kill(tm
                         bound_prune=False, final=final)
     out = tmp_path / "s"
     cmd = [sys.executable, "-m", "cnnlab", "search", str(path), "--out", str(out)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not any(
-            s.exists() for s in (_final_summaries(out).values() if SearchDir(out).final_runs.is_dir() else [])):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_when_a_final_run_finishes(cmd, out)
     done = {n: s.stat().st_mtime_ns for n, s in _final_summaries(out).items() if s.exists()}
     assert 1 <= len(done) < 4 and not SearchDir(out).best_json.exists(), "the kill should fall in the final stage"
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -194,13 +199,7 @@ def test_a_killed_selection_stage_resumes_its_selection_runs_before_choosing(tmp
                         bound_prune=False, final=final)
     out = tmp_path / "s"
     cmd = [sys.executable, "-m", "cnnlab", "search", str(path), "--out", str(out)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not any(
-            s.exists() for s in (_final_summaries(out).values() if SearchDir(out).final_runs.is_dir() else [])):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_when_a_final_run_finishes(cmd, out)
     assert len([s for s in _final_summaries(out).values() if s.exists()]) == 1, "the kill should fall in selection"
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -3,7 +3,7 @@
     jobs = final_jobs(search, study.get_trials())    # [FinalJob]: top_k finalists x seeds, best first
     run_final(search, jobs, log=print)                # trains what is not finished, resumes what was cut
     rows = finalist_figures(search, jobs, shape, classes)   # each finalist: its search and final figures
-    win = winner(rows)                                # the row with the best final validation metric
+    win = chosen(search, jobs, rows)                  # the winner's row, chosen on the selection runs
 
 The finalists are the `final.top_k` complete trials with the lowest competition metric on the
 validation split (their search figures), distinct in model spec and searched training values.
@@ -78,9 +78,13 @@ def final_config(search: Search, trial, seed: int, run_dir) -> TrainConfig:
                                  where=f"final run of trial {trial.number}")
 
 
+def _base_seed(search: Search) -> int:
+    return TrainConfig.from_dict({**search.base, "out": None}).seed
+
+
 def selection_jobs(search: Search, trials) -> list[FinalJob]:
     """Every finalist's selection runs (its first `final.screening` seeds), best finalist first."""
-    base_seed = TrainConfig.from_dict({**search.base, "out": None}).seed
+    base_seed = _base_seed(search)
     jobs = []
     for t in finalists(search, trials):
         for s in range(base_seed, base_seed + search.final.screening):
@@ -122,6 +126,14 @@ def winner(rows: list[dict]) -> dict | None:
     return min(ranked, key=lambda r: (r["final"]["val_metric"], r["trial"])) if ranked else None
 
 
+def chosen(search: Search, jobs: list[FinalJob], rows: list[dict]) -> dict | None:
+    """The winner's row among `rows` (finalist_figures of final_jobs' `jobs`): the finalist that
+    final_jobs gave the seeds after the selection runs, else the winner of `rows`, which then hold
+    the selection runs alone (every seed is one, or the selection is not settled yet)."""
+    rest = [j for j in jobs if j.seed >= _base_seed(search) + search.final.screening]
+    return next(r for r in rows if r["trial"] == rest[0].trial) if rest else winner(rows)
+
+
 def final_jobs(search: Search, trials, shape=None, classes: int | None = None) -> list[FinalJob]:
     """Every final run known so far, finalist by finalist (best first), seed by seed: all of them
     when each finalist trains every seed; else the selection runs, and, once those are settled, the
@@ -137,7 +149,7 @@ def final_jobs(search: Search, trials, shape=None, classes: int | None = None) -
     win = winner(finalist_figures(search, trials, jobs, shape, classes))
     if win is None:
         return jobs
-    base_seed = TrainConfig.from_dict({**search.base, "out": None}).seed
+    base_seed = _base_seed(search)
     t = next(t for t in trials if t.number == win["trial"])
     return jobs + [_job(search, t, s) for s in range(base_seed + f.screening, base_seed + f.seeds)]
 

@@ -117,21 +117,21 @@ def search_result(search: Search, chosen, data_dir, log) -> dict:
 def final_result(search: Search, trials, log) -> dict:
     """best.json's figures after the final stage: every finalist's search (proxy) and final figures,
     and the winner by final validation metric (the test split is reported, never used to choose)."""
-    from cnnlab.workflows.search.final import final_jobs, finalist_figures, selection_jobs, winner
+    from cnnlab.workflows.search.final import chosen as chosen_row
+    from cnnlab.workflows.search.final import final_jobs, finalist_figures
     from cnnlab.workflows.search.worker import dataset_input
 
     shape, classes = dataset_input(search.base)
     jobs = final_jobs(search, trials, shape, classes)
     rows = finalist_figures(search, trials, jobs, shape, classes)
-    chosen_on = winner(finalist_figures(search, trials, selection_jobs(search, trials), shape, classes))
-    if chosen_on is None:
+    win = chosen_row(search, jobs, rows)  # chosen on its selection runs
+    if win is None:
         raise CnnlabError(f"no final run of the search in {search.out} finished: run the same command again to "
                           "continue the final stage")
     for r in rows:
         if r["final"]["finished"] < r["final"]["seeds"]:
             log(f"trial {r['trial']}: {r['final']['finished']} of {r['final']['seeds']} final runs finished "
                 "(a diverged run has no figures); its figures are over those")
-    win = next(r for r in rows if r["trial"] == chosen_on["trial"])  # chosen on its selection runs
     job = next(j for j in jobs if j.trial == win["trial"])
     config = TrainConfig.from_dict({**job.config.to_dict(), "out": None})
     sd = search.dir

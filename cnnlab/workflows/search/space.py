@@ -49,6 +49,7 @@ from cnnlab.cost.report import DEFAULT_MAX_ACTIVATION
 from cnnlab.dirs.search import SearchDir
 from cnnlab.errors import CnnlabError
 from cnnlab.io import load_yaml_mapping
+from cnnlab.models.spec import looks_like_spec
 from cnnlab.workflows.search.objectives import OBJECTIVES
 from cnnlab.workflows.search.stages import Final, Pruning, load_final, load_pruning
 
@@ -285,7 +286,7 @@ def spec_text(template: str, values: dict) -> str:
     """The template with its placeholders filled; empty tokens ("" choices) dropped (a spec's; a
     zoo model's call form is left as filled)."""
     text = template.format(**{k: "" if v is None else v for k, v in values.items()})
-    if "(" in text:
+    if not looks_like_spec(text):  # a zoo model's call form (or a bare name): nothing to drop
         return text.strip()
     text = re.sub(r"-{2,}", "-", text)
     text = re.sub(r"\[-", "[", re.sub(r"-\]", "]", text)).strip("-")
