@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -158,6 +159,25 @@ def test_the_final_stage_retrains_the_top_candidates_and_resumes_after_a_kill(tm
 
     page = report([out], evaluate=False).path.read_text()
     assert 'id="search-finalists"' in page and "final stage" in page.lower()
+
+
+def test_a_moved_search_folder_finds_its_trials(tmp_path):
+    """A finished search moved to another folder and run again there (as benchmarks/search_vs_zoo.py
+    reuses one): best.json's search figures still come from the trial's run (its epochs and test
+    error), and every run directory named is under the new folder."""
+    final = {"top_k": 1, "epochs": 1, "seeds": 1}
+    path = _search_file(tmp_path, base={**BASE, "epochs": 2}, space=SPACE, trials=2, sampler="random",
+                        constraints={}, bound_prune=False, final=final)
+    first, moved = tmp_path / "s", tmp_path / "elsewhere" / "s"
+    assert cli(["search", str(path), "--out", str(first)]) == 0
+    moved.parent.mkdir()
+    first.rename(moved)
+    assert cli(["search", str(path), "--out", str(moved)]) == 0
+    best = SearchDir(moved).read_best()
+    assert best["search"]["epochs"] == 2 and best["search"]["test_error"] is not None
+    assert Path(best["search"]["run_dir"]) == SearchDir(moved).trial_dir(best["trial"])
+    rows = SearchDir(moved).read_trials()
+    assert all(Path(r["run_dir"]).parent == SearchDir(moved).trials for r in rows if r["run_dir"])
 
 
 def test_selection_runs_choose_the_winner_and_only_it_trains_the_other_seeds(tmp_path):

@@ -70,6 +70,12 @@ class SearchDir:
         """trials/NNNN/: the run directory of trial `number`."""
         return self.trials / f"{int(number):0{TRIAL_DIGITS}d}"
 
+    def trained_dir(self, trial) -> Path | None:
+        """trials/NNNN/ of a study trial that trained (its `run_dir` attribute is set), or None: found
+        under this folder as it is now, since the recorded path is relative to where the search ran
+        and a moved or copied search folder no longer matches it."""
+        return self.trial_dir(trial.number) if trial.user_attrs.get("run_dir") else None
+
     def final_dir(self, number: int, seed: int) -> Path:
         """final_runs/NNNN-sS/: the run directory of trial `number`'s candidate retrained with seed `seed`."""
         return self.final_runs / f"{int(number):0{TRIAL_DIGITS}d}-s{int(seed)}"

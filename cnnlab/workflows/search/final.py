@@ -227,12 +227,13 @@ def finalist_figures(search: Search, trials, jobs: list[FinalJob], shape, classe
     for number in dict.fromkeys(j.trial for j in jobs):
         t, mine = by_number[number], [j for j in jobs if j.trial == number]
         a = t.user_attrs
-        trial_summary = RunDir(a["run_dir"]).read_summary() if a.get("run_dir") else None
+        trained = search.dir.trained_dir(t)
+        trial_summary = RunDir(trained).read_summary() if trained else None
         proxy_test = 100 * (1 - trial_summary["test_acc"]) if trial_summary else None
         search_fig = {"val_error": a["error"], "val_metric": search_metric(a), "test_error": proxy_test,
                       "test_metric": ranking_metric(proxy_test, a["cycles"]) if proxy_test is not None else None,
                       "epochs": trial_summary["epochs_run"] if trial_summary else None, "cycles": a["cycles"],
-                      "run_dir": a.get("run_dir")}
+                      "run_dir": str(trained) if trained else None}
         cost = candidate_cost(mine[0].config, shape, classes)
         cost["parameters"] = cost.pop("params")  # "params" is the trial's searched values, as in best.json
         runs = []

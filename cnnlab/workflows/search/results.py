@@ -29,8 +29,8 @@ def metric(attrs: dict) -> float:
     return OBJECTIVES["competition"].value(attrs)
 
 
-def trial_rows(trials) -> list[dict]:
-    """One row per trial, as trials.csv holds it (None where a figure is missing)."""
+def trial_rows(trials, sd) -> list[dict]:
+    """One row per trial, as trials.csv holds it (None where a figure is missing); `sd` the search's folder."""
     rows = []
     for t in trials:
         a = t.user_attrs
@@ -42,7 +42,7 @@ def trial_rows(trials) -> list[dict]:
                      "bound": a.get("bound", ""), "pruned_at": a.get("pruned_at"), "tta_passes": a.get("tta_passes"),
                      "duplicate_of": a.get("duplicate"),
                      "train_seconds": a.get("train_seconds"), "worker": a.get("worker"),
-                     "run_dir": a.get("run_dir", ""), **t.params})
+                     "run_dir": str(sd.trained_dir(t) or ""), **t.params})
     return rows
 
 
@@ -72,7 +72,7 @@ def finish(search: Search, storage: str | None = None, data_dir=None, log=print)
     sd = search.dir
     study = open_study(search, storage)
     trials = study.get_trials(deepcopy=False)
-    rows = trial_rows(trials)
+    rows = trial_rows(trials, search.dir)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     sd.write_trials(keys, [["" if r.get(k) is None else r.get(k) for k in keys] for r in rows])
     done = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -97,18 +97,19 @@ def search_result(search: Search, chosen, data_dir, log) -> dict:
     from cnnlab.workflows.measure.evaluate import evaluate_run
 
     sd = search.dir
-    config = TrainConfig.load(RunDir(chosen.user_attrs["run_dir"]).config)
+    run_dir = sd.trained_dir(chosen)
+    config = TrainConfig.load(RunDir(run_dir).config)
     config.out = None
     sd.write_best_config(config.to_yaml(), f"the best trial ({chosen.number}) of the search {search.path.name}: "
                                            f"train it with\ncnnlab train --config {sd.best_yaml}")
-    test = evaluate_run(chosen.user_attrs["run_dir"], "test", data_dir=data_dir, write=True)
+    test = evaluate_run(run_dir, "test", data_dir=data_dir, write=True)
     a = chosen.user_attrs
     test_error = 100 * (1 - test["accuracy"])
     best = {"stage": "search", "trial": chosen.number, "model": a["model"], "params": dict(chosen.params),
             "val_error": a["error"], "test_error": test_error, "test_count": test["count"], "cycles": a["cycles"],
             "energy_mj": a["energy_mj"], "macs": a["macs"], "parameters": a["params"],
             "peak_activation": a["peak_activation"], "val_metric": metric(a),
-            "test_metric": metric({**a, "error": test_error}), "values": chosen.values, "run_dir": a["run_dir"]}
+            "test_metric": metric({**a, "error": test_error}), "values": chosen.values, "run_dir": str(run_dir)}
     log(f"best trial {chosen.number}: {a['model']} - validation error {a['error']:.2f}%, test error "
         f"{best['test_error']:.2f}%, {a['cycles']:,} cycles, {a['energy_mj']:.3f} mJ, metric {best['test_metric']:.3f}")
     return best
