@@ -465,3 +465,82 @@ def test_a_changed_objective_is_one_line_before_any_trial(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "optimises competition, but" in err and "error, cycles" in err and "\n" not in err
     assert not SearchDir(out).trials.exists()
+
+
+LONG = {"dataset": "synthetic:shape=3x8x8,classes=4,train=640,test=40", "epochs": 30, "batch_size": 20,
+        "optimizer": "sgd", "lr": 0.05, "val_size": 40, "threads": 1}  # a trial of several seconds
+
+
+def _epochs_done(run_dir) -> int:
+    try:
+        return len(RunDir(run_dir).read_metrics())
+    except Exception:  # not written yet
+        return 0
+
+
+def _assert_continued(out, stopped: int, retry, pruned: bool = False) -> None:
+    """`retry` (a FrozenTrial) continued trial `stopped`'s run: its directory moved, every epoch
+    trained once (and, in a `pruned` search, reported to the pruner once), the stopped run resumed
+    from its checkpoint."""
+    sd = SearchDir(out)
+    assert retry.state.name == "COMPLETE" and retry.system_attrs["retry_history"][-1] == stopped
+    assert not sd.trial_dir(stopped).exists()
+    run = RunDir(sd.trial_dir(retry.number))
+    assert [int(m["epoch"]) for m in run.read_metrics()] == list(range(1, LONG["epochs"] + 1))
+    assert any(line.startswith("resumed at epoch") for line in run.read_log())
+    assert sorted(retry.intermediate_values) == (list(range(1, LONG["epochs"] + 1)) if pruned else [])
+
+
+def test_a_stopped_search_continues_its_trial_from_its_checkpoint(tmp_path):
+    """SIGTERM in a trial: one line naming the trial and how to go on (no Optuna traceback), exit
+    130; run again, the trial's retry moves its run directory and resumes it (no epoch trained or
+    reported twice, the pruner's rung kept)."""
+    path = _search_file(tmp_path, base=LONG, trials=1, constraints={}, prune="halving",
+                        fidelity={"min_epochs": 2, "reduction_factor": 3})
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "cnnlab", "search", str(path), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and _epochs_done(SearchDir(out).trial_dir(0)) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "in trial 0; run the same cnnlab search command again to continue" in err
+    assert "completed_rung_0" in SearchDir(out).load_trials()[0].system_attrs  # epoch 2's rung passed
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    stopped, retry = SearchDir(out).load_trials()
+    assert stopped.state.name == "FAIL"
+    _assert_continued(out, 0, retry, pruned=True)
+
+
+def test_a_stopped_two_worker_search_stops_every_worker_and_continues(tmp_path):
+    """SIGTERM to `cnnlab search --workers 2` while both workers train: the signal reaches each
+    worker, every process has exited when the command returns 130, and the next run continues
+    both stopped trials from their checkpoints."""
+    path = _search_file(tmp_path, base=LONG, trials=2, constraints={}, stale_after=60)  # no trial seen as stale
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "cnnlab", "search", str(path), "--out", str(out), "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    busy = {}
+    while time.time() < deadline and proc.poll() is None and not (
+            len(busy) == 2 and all(_epochs_done(SearchDir(out).trial_dir(n)) >= 2 for n in busy)):
+        busy = _running_workers(out)
+        time.sleep(0.05)
+    assert len(busy) == 2, "both workers should be inside a trial"
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("cnnlab: stopped by SIGTERM; run the same")
+    for pid in busy.values():  # no worker left training on its own
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    trials = SearchDir(out).load_trials()
+    for n in busy:
+        retry = next(t for t in trials if t.system_attrs.get("retry_history", [])[-1:] == [n])
+        _assert_continued(out, n, retry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 
@@ -34,14 +35,30 @@ def add_parser(sub):
 
 
 def _run_workers(cmd: list, n: int, what: str):
-    """N processes of `cmd` (each with its --worker number); a one-line error if any fails."""
-    workers = [subprocess.Popen(cmd + ["--worker", str(i)]) for i in range(n)]
+    """N processes of `cmd` (each with its --worker number); a one-line error if any fails. Ctrl-C
+    or SIGTERM here is passed on to each worker once, and each stops its trial at a checkpoint (the
+    next run continues it). The workers run in a session of their own, so that a terminal's Ctrl-C
+    reaches them through this process only: twice would stop them at once, without a checkpoint."""
+    from cnnlab.train.loop import Interrupted
+    from cnnlab.workflows.search.worker import AGAIN
+
+    workers = [subprocess.Popen(cmd + ["--worker", str(i)], start_new_session=True) for i in range(n)]
+    stops = []
+
+    def forward(signum, frame):
+        stops.append(signal.Signals(signum).name)
+        for p in workers:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         codes = [p.wait() for p in workers]
-    except BaseException:
-        for p in workers:
-            p.terminate()
-        raise
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if stops:
+        raise Interrupted(f"stopped by {stops[0]}; {AGAIN}")
     if any(codes):
         raise CnnlabError(f"{sum(c != 0 for c in codes)} of {n} worker processes failed (exit codes {codes}); run "
                           f"the same command again to finish the {what}")

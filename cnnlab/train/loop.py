@@ -56,7 +56,15 @@ class TrainingDiverged(CnnlabError):
 
 
 class Interrupted(CnnlabError):
+    """A run stopped by a signal. `stopped` says by which and where ("stopped by SIGTERM at epoch 3,
+    batch 140"), the message adds how to continue; a caller that continues it otherwise (a search
+    run again) says so with `stopped`."""
+
     exit_code = 130
+
+    def __init__(self, message: str, stopped: str = ""):
+        super().__init__(message)
+        self.stopped = stopped or message
 
 
 @dataclass
@@ -524,11 +532,12 @@ class Trainer:
         return stop
 
     def _interrupted(self, where: str):
-        why = f"stopped by {self.signals.stop} {where}; continue with: {resume_command(self.run.path, self.world)}"
+        stopped = f"stopped by {self.signals.stop} {where}"
+        why = f"{stopped}; continue with: {resume_command(self.run.path, self.world)}"
         if self.main:
             self.run.log(why)
             self.run.write_state("stopped", why)
-        raise Interrupted(why)
+        raise Interrupted(why, stopped)
 
     # ---- phase 3: finish ------------------------------------------------------------------
 

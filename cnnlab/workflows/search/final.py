@@ -40,7 +40,7 @@ from cnnlab.cost.score import ranking_metric
 from cnnlab.dirs.run import RunDir
 from cnnlab.workflows.search.objectives import OBJECTIVES
 from cnnlab.workflows.search.space import Search
-from cnnlab.workflows.search.worker import candidate_cost
+from cnnlab.workflows.search.worker import AGAIN, candidate_cost
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def default_trainer(config, resume=None) -> dict:
 def run_final(search: Search, jobs: list[FinalJob], log=print, trainer=None) -> int:
     """Train every final run no one has finished and no other live process holds; returns how many
     this call trained or resumed. A run that diverges is logged, marked and left (it has no summary)."""
-    from cnnlab.train.loop import TrainingDiverged
+    from cnnlab.train.loop import Interrupted, TrainingDiverged
 
     trainer = trainer or default_trainer
     trained = 0
@@ -201,6 +201,8 @@ def run_final(search: Search, jobs: list[FinalJob], log=print, trainer=None) -> 
                 log(f"{label}: diverged ({str(e).split(':')[0]}); it has no final figures")
                 _diverged_mark(job.run_dir).touch()
                 continue
+            except Interrupted as e:  # resumed from its checkpoint when the search runs again
+                raise Interrupted(f"{e.stopped} in the final run {job.run_dir}; {AGAIN}", e.stopped) from None
             trained += 1
             s = rd.read_summary() or {}
             log(f"{label}: validation error {100 * (1 - s.get('best_val_acc', 0)):.2f}%")

@@ -25,6 +25,7 @@ when the storage cannot be opened.
 from __future__ import annotations
 
 import datetime
+import logging
 import shutil
 import time
 
@@ -32,6 +33,23 @@ from cnnlab.database import begin_immediate, database_url
 from cnnlab.errors import CnnlabError
 
 STARTED = "started"  # user attribute: the trial's objective began (time.time()), a heartbeat recorded
+
+
+class _ToldByCnnlab(logging.Filter):
+    """Optuna logs a trial that raised with the exception's traceback, then "failed with value
+    None."; a cnnlab error (a stop by Ctrl-C or SIGTERM, a full disk, a bad dataset) is told by
+    cnnlab's own one line as the command exits, so both records are dropped for it. Any other
+    exception (a bug) keeps its traceback."""
+
+    def filter(self, record) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, (CnnlabError, KeyboardInterrupt)):
+            self.quiet = True
+            return False
+        if getattr(self, "quiet", False) and record.getMessage().endswith("failed with value None."):
+            self.quiet = False
+            return False
+        return True
 
 
 def load_optuna():
@@ -43,6 +61,9 @@ def load_optuna():
     import warnings
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    failures = logging.getLogger("optuna.study._optimize")  # where Optuna logs a failed trial
+    if not any(isinstance(f, _ToldByCnnlab) for f in failures.filters):
+        failures.addFilter(_ToldByCnnlab())
     # heartbeats and stale-trial retries are marked experimental in Optuna; cnnlab relies on them on purpose
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
@@ -72,9 +93,9 @@ def open_storage(search, storage: str | None = None):
         search.out.mkdir(parents=True, exist_ok=True)
     sqlite = url.startswith("sqlite")
     try:
-        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # Optuna >= 4.9
-        callback = {"heartbeat_stale_trial_callback": retry(max_retry=2)} if retry else \
-            {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
+        retry = retry_callback(max_retry=2)
+        callback = {"heartbeat_stale_trial_callback" if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
+                    else "failed_trial_callback": retry}
         rdb = optuna.storages.RDBStorage(
             url, heartbeat_interval=max(1, int(search.stale_after / 4)), grace_period=int(search.stale_after),
             engine_kwargs={"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {}, **callback)
@@ -90,6 +111,33 @@ def open_storage(search, storage: str | None = None):
     if sqlite:
         begin_immediate(rdb.engine)
     return rdb
+
+
+def retry_callback(max_retry: int | None = None):
+    """Optuna's retry of a failed trial (RetryHeartbeatStaleTrialCallback, Optuna >= 4.9, else
+    RetryFailedTrialCallback): a WAITING trial with its parameters, user and system attributes
+    (the pruner's completed rungs) and its reported intermediate values, so a retry that continues
+    the failed trial's run is pruned as the run would have been."""
+    storages = load_optuna().storages
+    retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+    return retry(max_retry=max_retry, inherit_intermediate_values=True)
+
+
+def retry_interrupted(study, number: int):
+    """Queue a retry of trial `number`, stopped by a signal (it fails as its process stops): the
+    next run of the search takes it first and continues its run (worker.interrupted_run)."""
+    retry_callback()(study, trial_of(study, number))
+
+
+def trial_of(study, number: int):
+    """The FrozenTrial of trial `number` (with its system attributes, which a running Trial hides)."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
+def retried_trial(study, number: int) -> int | None:
+    """The trial that trial `number` retries (the last in its retry history), or None."""
+    history = trial_of(study, number).system_attrs.get("retry_history") or []
+    return history[-1] if history else None
 
 
 def sampler_seed(search, worker: int, previous: int) -> int:

@@ -14,6 +14,11 @@ finalist) is recorded as pruned with `bound`, and never trains. The
 rest train with `cnnlab.train.loop.train` into SEARCH_DIR/trials/NNNN/, reporting each epoch to
 Optuna's pruner (Hyperband, successive halving or the median rule) through `PruneReport`.
 
+A trial stopped by Ctrl-C or SIGTERM fails and queues its retry at once (a killed worker's trial
+is retried when its heartbeat goes stale, optuna_adapter); the retry, the first trial the next run
+takes, moves the stopped trial's run directory to its own and continues it from its checkpoint
+(`interrupted_run`), with the pruner's reported epochs and rungs inherited: no epoch is lost.
+
 A run that predicts with test-time augmentation runs the network once per augmented view, so its
 cycles, energy and MACs per image are the network's times the passes (`cnnlab.evaluate.tta_passes`:
 2 for tta 1, 6 for tta 2), recorded with `tta_passes`.
@@ -24,14 +29,17 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from pathlib import Path
 
 from cnnlab.config import TrainConfig
 from cnnlab.cost.score import ranking_metric
-from cnnlab.errors import SpecError
+from cnnlab.dirs.run import RunDir
+from cnnlab.errors import CnnlabError, SpecError
 from cnnlab.train.hooks import Hook
 from cnnlab.workflows.search.objectives import needs_latency, objective_values
 from cnnlab.workflows.search.optuna_adapter import (best_value, fail_dead, finished, load_optuna, mark_started,
-                                                    open_storage, open_study, running)
+                                                    open_storage, open_study, retried_trial, retry_interrupted,
+                                                    running, trial_of)
 from cnnlab.workflows.search.space import Search, sample
 
 COST_FIGURES = ("cycles", "energy_mj", "macs", "params", "peak_activation")
@@ -86,11 +94,13 @@ def open_search(search: Search, storage: str | None = None, worker: int = 0):
 
 def twin_of(study, trial) -> int | None:
     """The number of another trial with `trial`'s parameters that finished, or that runs and is
-    older (of two workers drawing the same candidate at once, the older trial trains); None if none."""
+    older (of two workers drawing the same candidate at once, the older trial trains); None if none.
+    A trial recorded as a duplicate is no twin: the one it named may have failed since (stopped, or
+    its worker killed), and its retry must train."""
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
-        if t.number != trial.number and t.params == trial.params and \
+        if t.number != trial.number and t.params == trial.params and "duplicate" not in t.user_attrs and \
                 (t.state != TrialState.RUNNING or t.number < trial.number):
             return t.number
     return None
@@ -131,8 +141,9 @@ class PruneReport(Hook):
     rung at that epoch would throw its result away. Multi-objective studies are not pruned
     (Optuna's pruners take one value)."""
 
-    def __init__(self, trial, search: Search, cost: dict, epochs: int | None = None):
+    def __init__(self, trial, search: Search, cost: dict, epochs: int | None = None, reported=()):
         self.trial, self.search, self.cost, self.epochs = trial, search, cost, epochs
+        self.reported = set(reported)  # epochs a retried trial reported before (Optuna keeps the first value)
         self.pruned, self.pruned_at = False, None
         self.enabled = search.prune and len(search.objectives) == 1
 
@@ -142,16 +153,38 @@ class PruneReport(Hook):
         value = objective_values(self.search.objectives, {**self.cost, "error": 100 * (1 - row["val_acc"]),
                                                           "latency_ms": 0.0})[0]
         epoch = int(row["epoch"])
-        self.trial.report(value, epoch)
+        if epoch not in self.reported:
+            self.trial.report(value, epoch)
         if (self.epochs is None or epoch < self.epochs) and self.trial.should_prune():
             self.pruned, self.pruned_at = True, epoch
             t.stop(f"pruned by the search after epoch {epoch} (objective {value:.4g})")
 
 
+AGAIN = "run the same cnnlab search command again to continue where it stopped"
+
+
+def interrupted_run(search: Search, study, trial, config) -> Path | None:
+    """trials/NNNN/ of the trial `trial` retries (one stopped by a signal, or a killed worker's; see
+    optuna_adapter) when that run has a checkpoint and trains `config`; None when there is nothing
+    to continue (cut before its first checkpoint, or the search's base changed since)."""
+    number = retried_trial(study, trial.number)
+    if number is None:
+        return None
+    run = RunDir(search.dir.trial_dir(number))
+    if not (run.last.exists() or run.best.exists()) or not run.config.exists():
+        return None
+    try:
+        trained = TrainConfig.load(run.config)
+    except CnnlabError:
+        return None
+    same = {**trained.to_dict(), "out": None} == {**config.to_dict(), "out": None}
+    return run.path if same else None
+
+
 def run_trial(search: Search, study, rdb, trial, shape, classes: int):
     """One trial's objective value(s); raises optuna.TrialPruned for infeasible, diverged or pruned ones."""
     optuna = load_optuna()
-    from cnnlab.train.loop import TrainingDiverged, train
+    from cnnlab.train.loop import Interrupted, TrainingDiverged, train
 
     mark_started(study, rdb, trial)
     model, overrides = sample(search, trial)
@@ -181,12 +214,20 @@ def run_trial(search: Search, study, rdb, trial, shape, classes: int):
         raise optuna.TrialPruned()
     if run_dir.exists():  # a stale directory of a trial number reused after a crash: start clean
         shutil.rmtree(run_dir)
-    report = PruneReport(trial, search, cost, config.epochs)
+    earlier = interrupted_run(search, study, trial, config)
+    report = PruneReport(trial, search, cost, config.epochs, trial_of(study, trial.number).intermediate_values)
     try:
-        summary = train(config, quiet=True, hooks=[report])
+        if earlier is not None:  # the run of the trial this one retries: moved here, continued exactly
+            os.replace(earlier, run_dir)
+            summary = train(None, resume=str(run_dir), quiet=True, hooks=[report])
+        else:
+            summary = train(config, quiet=True, hooks=[report])
     except TrainingDiverged as e:  # these settings do not train: an outcome, not an error of the search
         trial.set_user_attr("diverged", str(e).split(":")[0])
         raise optuna.TrialPruned() from None
+    except Interrupted as e:  # Ctrl-C or SIGTERM: the trial fails, its retry continues the run next time
+        retry_interrupted(study, trial.number)
+        raise Interrupted(f"{e.stopped} in trial {trial.number}; {AGAIN}", e.stopped) from None
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("val_acc", summary["best_val_acc"])
     trial.set_user_attr("train_seconds", summary["train_seconds"])
