@@ -372,6 +372,33 @@ def test_a_trial_left_running_without_a_heartbeat_is_failed(tmp_path):
     assert states == {orphan.number: "FAIL", alive.number: "RUNNING"}
 
 
+def test_a_retry_left_running_without_its_own_heartbeat_is_queued_again(tmp_path):
+    """A retry carries the `started` mark of the trial it retries: one whose worker died before its
+    own mark is still failed, and queued again with its parameters (its retry history names it)."""
+    import warnings
+
+    from cnnlab.workflows.search.optuna_adapter import fail_dead, mark_started, open_storage, retry_interrupted
+
+    search = load_search(_search_file(tmp_path, stale_after=60), tmp_path / "s")
+    rdb = open_storage(search)
+    study = open_study(search, rdb)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = study.ask({"w": optuna.distributions.CategoricalDistribution([2, 4, 8])})
+        mark_started(study, rdb, first)
+        retry_interrupted(study, first.number)
+        time.sleep(1.1)
+        retry = study.ask()  # the queued retry, taken by a worker that dies at once
+    assert retry.params == first.params
+    time.sleep(1.1)
+    fail_dead(study, after=1)
+    trials = {t.number: t for t in SearchDir(search.out).load_trials()}
+    assert trials[retry.number].state.name == "FAIL" and trials[first.number].state.name == "RUNNING"
+    again = [t for t in trials.values() if t.state.name == "WAITING"]
+    assert len(again) == 1 and again[0].params == first.params
+    assert again[0].system_attrs["retry_history"] == [first.number, retry.number]
+
+
 def test_objectives_are_one_registry():
     from cnnlab.workflows.search import OBJECTIVES, objective, objective_values
 

@@ -229,18 +229,23 @@ def running(study) -> int:
 
 
 def fail_unstarted(study, after: float):
-    """Fail RUNNING trials without a `started` mark for `after` seconds (a worker killed between
-    creating a trial and its first heartbeat). They have no parameters yet, so nothing is retried."""
+    """Fail RUNNING trials without a `started` mark of their own for `after` seconds (a worker killed
+    between taking a trial and its first heartbeat). A new trial has no parameters yet, so nothing is
+    retried; a retry (it carries its parameters, and the mark it copied) is queued again, by the one
+    worker whose write failed it."""
     optuna = load_optuna()
     from optuna.trial import TrialState
 
     now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if STARTED not in t.user_attrs and t.datetime_start and (now - t.datetime_start).total_seconds() > after:
+        if t.datetime_start and (now - t.datetime_start).total_seconds() > after and \
+                t.user_attrs.get(STARTED, 0) < t.datetime_start.timestamp() - 1:  # a retry's copied mark is older
             try:
-                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+                study.tell(t.number, state=TrialState.FAIL)
             except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # another worker failed it first
-                pass
+                continue
+            if t.system_attrs.get("retry_history"):
+                retry_callback()(study, trial_of(study, t.number))
 
 
 def fail_dead(study, after: float):

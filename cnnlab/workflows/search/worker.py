@@ -166,12 +166,13 @@ AGAIN = "run the same cnnlab search command again to continue where it stopped"
 def interrupted_run(search: Search, study, trial, config) -> Path | None:
     """trials/NNNN/ of the trial `trial` retries (one stopped by a signal, or a killed worker's; see
     optuna_adapter) when that run has a checkpoint and trains `config`; None when there is nothing
-    to continue (cut before its first checkpoint, or the search's base changed since)."""
+    to continue (cut before its first checkpoint, or the search's base changed since). A run that
+    had finished when its worker died is taken as it is."""
     number = retried_trial(study, trial.number)
     if number is None:
         return None
     run = RunDir(search.dir.trial_dir(number))
-    if not (run.last.exists() or run.best.exists()) or not run.config.exists():
+    if not (run.finished() or run.last.exists() or run.best.exists()) or not run.config.exists():
         return None
     try:
         trained = TrainConfig.load(run.config)
@@ -219,7 +220,11 @@ def run_trial(search: Search, study, rdb, trial, shape, classes: int):
     try:
         if earlier is not None:  # the run of the trial this one retries: moved here, continued exactly
             os.replace(earlier, run_dir)
-            summary = train(None, resume=str(run_dir), quiet=True, hooks=[report])
+            summary = RunDir(run_dir).read_summary() if RunDir(run_dir).finished() else None
+            if summary is None:
+                summary = train(None, resume=str(run_dir), quiet=True, hooks=[report])
+            elif summary["epochs_run"] < config.epochs:  # it had finished, stopped by the pruner
+                report.pruned, report.pruned_at = True, summary["epochs_run"]
         else:
             summary = train(config, quiet=True, hooks=[report])
     except TrainingDiverged as e:  # these settings do not train: an outcome, not an error of the search
