@@ -100,7 +100,10 @@ def run_search(path: Path, out: Path, workers: int, data_dir) -> tuple[dict, flo
         cmd += ["--data-dir", data_dir]
     t0 = time.perf_counter()
     print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True)
+    code = subprocess.run(cmd).returncode
+    if code:  # the search said why (a stop by Ctrl-C is 130); it resumes when this benchmark runs again
+        raise SystemExit(f"search_vs_zoo: the search {path.name} ended with exit code {code}; run this benchmark "
+                         "again to continue it")
     return SearchDir(out).read_best(), time.perf_counter() - t0
 
 
