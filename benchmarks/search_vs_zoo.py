@@ -25,7 +25,9 @@ cannot take, so its contenders train from search-competition-final.yaml's SGD/Mu
 Each search resumes when the benchmark runs again, and the search contender reuses a finished
 `cnnlab search FILE --out DIR` copied to OUT/search/ (its file is written as OUT/FILE's name, the
 study's name), so a search measured on its own is not run twice (its wall time in the JSON is
-then the reuse's seconds; the measured one is the original run's). The table is printed and saved, with the search
+then the reuse's seconds; the measured one is the original run's). A contender whose search has begun keeps its
+file: when the search files or flags would now write it otherwise, the benchmark stops with one line before
+anything is written (a contender changed half-way would be measured on two budgets). The table is printed and saved, with the search
 files, the command lines, the wall time of each search, the cnnlab version and the machine, to
 OUT/search_vs_zoo.json.
 """
@@ -85,12 +87,17 @@ def contender_files(file: Path, out: Path, models: list, seeds, trials, sets=(),
         zoo["description"] = f"{name} with its own tuning of {', '.join(zoo['space']['train']) or 'nothing'}"
         files[f"zoo-{name}"] = zoo
     out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, content in files.items():
-        # the search keeps its file's name, so its study (named after the file) is the one a
-        # `cnnlab search FILE` run made: a finished run copied to OUT/search/ is reused, not redone
-        paths[name] = out / (file.name if name == "search" else f"{name}.yaml")
-        atomic_write_text(paths[name], yaml.safe_dump(content, sort_keys=False))
+    # the search keeps its file's name, so its study (named after the file) is the one a
+    # `cnnlab search FILE` run made: a finished run copied to OUT/search/ is reused, not redone
+    paths = {name: out / (file.name if name == "search" else f"{name}.yaml") for name in files}
+    texts = {name: yaml.safe_dump(content, sort_keys=False) for name, content in files.items()}
+    for name, path in paths.items():  # all checked before any is written
+        if path.exists() and (out / name).exists() and path.read_text() != texts[name]:
+            raise SystemExit(f"search_vs_zoo: {path} differs from what these files and flags give now, and "
+                             f"{out / name} holds its search: continuing would change a contender half-way; give "
+                             "another --out, or put the search files and flags back")
+    for name, path in paths.items():
+        atomic_write_text(path, texts[name])
     return paths
 
 

@@ -347,3 +347,35 @@ def test_a_final_run_is_held_by_one_live_process(tmp_path):
         assert mine is True
         with SearchDir(sd.path).claim(run) as again:  # another open file of this process: refused too
             assert again is False
+
+
+def _search_vs_zoo():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("search_vs_zoo", ROOT / "benchmarks" / "search_vs_zoo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_search_vs_zoo_gives_each_zoo_model_the_same_stages_and_keeps_them(tmp_path):
+    """benchmarks/search_vs_zoo.py: each zoo contender's file has the search file's trials, pruner
+    and final stage, its own model and the tuned training values; one whose search has begun is
+    never rewritten with other content (a changed search file is one line, nothing written)."""
+    bench = _search_vs_zoo()
+    final = {"top_k": 2, "epochs": 3, "seeds": 1}
+    path = _search_file(tmp_path, base=BASE, space=SPACE, trials=4, sampler="random", constraints={},
+                        prune="halving", fidelity={"min_epochs": 1, "reduction_factor": 2}, final=final)
+    out = tmp_path / "cmp"
+    files = bench.contender_files(path, out, ["lenet5"], 3, None)
+    zoo = yaml.safe_load(files["zoo-lenet5"].read_text())
+    mine = yaml.safe_load(path.read_text())
+    assert zoo["space"] == {"spec": "lenet5", "train": SPACE["train"]}
+    assert zoo["final"] == {**final, "seeds": 3} and zoo["trials"] == 4 and zoo["prune"] == "halving"
+    assert zoo["fidelity"] == mine["fidelity"] and zoo["base"] == mine["base"]
+    (out / "zoo-lenet5").mkdir()  # its search has begun
+    assert bench.contender_files(path, out, ["lenet5"], 3, None) == files  # the same flags: kept
+    before = {name: p.read_text() for name, p in files.items()}
+    with pytest.raises(SystemExit, match="zoo-lenet5.yaml differs from what these files and flags give now"):
+        bench.contender_files(path, out, ["lenet5"], 2, None)
+    assert {name: p.read_text() for name, p in files.items()} == before
