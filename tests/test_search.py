@@ -74,8 +74,10 @@ def test_bad_search_files_are_one_line(tmp_path):
 
 
 def test_pruning_sees_the_objective_lower_is_better(tmp_path):
-    """The pruner gets the study's own objective (competition metric from the epoch's validation
-    error and the candidate's cycles), not the accuracy: a minimising study would prune the best."""
+    """The pruner gets the study's own objective (competition metric from the validation error and
+    the candidate's cycles), not the accuracy: a minimising study would prune the best; and the
+    objective of the best epoch so far, the value the trial ends with, so one bad epoch at a rung
+    (a one-cycle schedule's peak) does not decide."""
     from cnnlab.workflows.search import PruneReport
 
     class Trial:
@@ -86,7 +88,7 @@ def test_pruning_sees_the_objective_lower_is_better(tmp_path):
             self.reports.append((value, step))
 
         def should_prune(self):
-            return self.reports[-1][0] > 2.0
+            return bool(self.reports) and self.reports[-1][0] > 2.0
 
     class Run:
         stopped = None
@@ -99,8 +101,16 @@ def test_pruning_sees_the_objective_lower_is_better(tmp_path):
     hook = PruneReport(trial, search, {"cycles": 30000, "energy_mj": 0.1, "macs": 1, "params": 1})
     hook.on_epoch_end(run, {"epoch": 1, "val_acc": 0.85})
     assert trial.reports == [(pytest.approx(15 / 12 + 0.1), 1)] and not hook.pruned and run.stopped is None
-    hook.on_epoch_end(run, {"epoch": 2, "val_acc": 0.70})  # worse: 30 % error -> 2.6
-    assert hook.pruned and "after epoch 2" in run.stopped
+    hook.on_epoch_end(run, {"epoch": 2, "val_acc": 0.70})  # worse: 30 % error -> 2.6, the best stays 1.35
+    assert trial.reports[-1] == (pytest.approx(15 / 12 + 0.1), 2) and not hook.pruned
+    worse = PruneReport(Trial(), search, {"cycles": 30000, "energy_mj": 0.1, "macs": 1, "params": 1})
+    worse.on_epoch_end(run, {"epoch": 1, "val_acc": 0.70})
+    assert worse.pruned and "after epoch 1" in run.stopped
+    resumed = PruneReport(Trial(), search, {"cycles": 30000, "energy_mj": 0.1, "macs": 1, "params": 1},
+                          reported={1: 1.35, 2: 1.35})  # a retry: epochs 1-2 were reported before
+    resumed.on_epoch_end(run, {"epoch": 2, "val_acc": 0.5})
+    resumed.on_epoch_end(run, {"epoch": 3, "val_acc": 0.88})
+    assert resumed.trial.reports == [(pytest.approx(12 / 12 + 0.1), 3)]
     multi = load_search(_search_file(tmp_path, prune=True, objective=["error", "cycles"]))
     quiet = PruneReport(Trial(), multi, {"cycles": 1, "energy_mj": 0, "macs": 1, "params": 1})
     quiet.on_epoch_end(run, {"epoch": 1, "val_acc": 0.1})
