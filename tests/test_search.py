@@ -581,3 +581,37 @@ def test_a_stopped_two_worker_search_stops_every_worker_and_continues(tmp_path):
     for n in busy:
         retry = next(t for t in trials if t.system_attrs.get("retry_history", [])[-1:] == [n])
         _assert_continued(out, n, retry)
+
+
+def test_a_retried_trial_whose_run_had_finished_is_not_trained_again(tmp_path):
+    """A worker killed after its trial's run finished but before Optuna recorded the result: the
+    retry takes the finished run as it is (moved to its number, no epoch trained) and completes."""
+    import warnings
+
+    from cnnlab.config import TrainConfig
+    from cnnlab.train.loop import train
+    from cnnlab.workflows.search import work
+    from cnnlab.workflows.search.optuna_adapter import mark_started, open_storage, retry_interrupted
+    from cnnlab.workflows.search.space import sample
+
+    search = load_search(_search_file(tmp_path, trials=1, constraints={}, stale_after=60), tmp_path / "s")
+    rdb = open_storage(search)
+    study = open_study(search, rdb)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dead = study.ask()
+    mark_started(study, rdb, dead)
+    model, overrides = sample(search, dead)
+    run_dir = SearchDir(search.out).trial_dir(dead.number)
+    train(TrainConfig.from_dict({**search.base, **overrides, "model": model, "out": str(run_dir)}), quiet=True)
+    metrics = RunDir(run_dir).metrics.read_text()
+    study.tell(dead.number, state=optuna.trial.TrialState.FAIL)  # as the stale check does for a killed worker
+    retry_interrupted(study, dead.number)
+    rdb.engine.dispose()
+    work(search, log=lambda line: None)
+    retry = [t for t in SearchDir(search.out).load_trials() if t.state.name == "COMPLETE"]
+    assert len(retry) == 1 and retry[0].system_attrs["retry_history"] == [dead.number]
+    moved = RunDir(SearchDir(search.out).trial_dir(retry[0].number))
+    assert moved.metrics.read_text() == metrics and not run_dir.exists()
+    assert not any(line.startswith("resumed") for line in moved.read_log())
+    assert retry[0].user_attrs["error"] == pytest.approx(100 * (1 - moved.read_summary()["best_val_acc"]))
