@@ -615,3 +615,21 @@ def test_a_retried_trial_whose_run_had_finished_is_not_trained_again(tmp_path):
     assert moved.metrics.read_text() == metrics and not run_dir.exists()
     assert not any(line.startswith("resumed") for line in moved.read_log())
     assert retry[0].user_attrs["error"] == pytest.approx(100 * (1 - moved.read_summary()["best_val_acc"]))
+
+
+def test_each_of_n_workers_trains_on_its_share_of_the_cores(tmp_path):
+    """`--workers 2` without `threads` in the base: every trial trains with cores // 2 threads (at
+    least 1), not every core each (workers starting at once on an idle machine each saw no load)."""
+    from cnnlab.envinfo import cpu_cores
+
+    base = {"dataset": DATA, "epochs": 1, "batch_size": 40, "optimizer": "sgd", "lr": 0.05, "val_size": 40}
+    path = _search_file(tmp_path, base=base, trials=4, constraints={})
+    out = tmp_path / "s"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    r = subprocess.run([sys.executable, "-m", "cnnlab", "search", str(path), "--out", str(out), "--workers", "2"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    trained = [RunDir(SearchDir(out).trial_dir(t.number)) for t in SearchDir(out).load_trials()
+               if "run_dir" in t.user_attrs]
+    assert trained
+    assert {rd.read_summary()["threads"]["torch"] for rd in trained} == {max(1, cpu_cores() // 2)}
