@@ -274,10 +274,48 @@ def work(search: Search, storage: str | None = None, log=print, worker: int = 0)
 
     # One trial at a time, until the study holds enough finished ones; while the other workers run
     # the last trials, this one waits (a trial of a killed worker comes back after stale_after s).
-    while finished(study) < search.trials:
-        fail_dead(study, search.stale_after)
-        if finished(study) + running(study) >= search.trials:
-            time.sleep(1.0)
-            continue
-        study.optimize(objective, n_trials=1, catch=(), callbacks=[said])
+    # Ctrl-C or SIGTERM outside a trial's training (the trainer has its own handler there) is noted
+    # and the loop stops before the next trial: a trial just finishing is recorded, not cut.
+    with _StopBetweenTrials() as stop:
+        while finished(study) < search.trials:
+            stop.check()
+            fail_dead(study, search.stale_after)
+            if finished(study) + running(study) >= search.trials:
+                time.sleep(1.0)
+                continue
+            study.optimize(objective, n_trials=1, catch=(), callbacks=[said])
     return study
+
+
+class _StopBetweenTrials:
+    """SIGINT/SIGTERM noted while a worker is between trials (or costing, or recording one); `check`
+    then stops it with one line. A second signal stops at once. In a thread other than the main
+    one (where Python cannot take signals) nothing is installed."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.signal, self.stopped, self.old = None, None, {}
+        if threading.current_thread() is threading.main_thread():
+            self.old = {s: signal.signal(s, self._note) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _note(self, signum, frame):
+        import signal
+
+        if self.stopped:
+            raise KeyboardInterrupt
+        self.stopped = signal.Signals(signum).name
+
+    def check(self):
+        from cnnlab.train.loop import Interrupted
+
+        if self.stopped:
+            raise Interrupted(f"stopped by {self.stopped} between trials; {AGAIN}", f"stopped by {self.stopped}")
+
+    def __exit__(self, *exc):
+        import signal
+
+        for s, handler in self.old.items():
+            signal.signal(s, handler)
