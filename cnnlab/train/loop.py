@@ -132,8 +132,10 @@ def free_run_dir(config: TrainConfig, take) -> Path:
     raise CnnlabError(f"could not find a free run directory name next to {base}: give one with --out")
 
 
-class _Signals:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step and stops."""
+class StopSignals:
+    """SIGINT/SIGTERM set `stop` (the signal's name), a second one raises KeyboardInterrupt at once.
+    The trainer looks after each step (it saves a checkpoint and stops); a search worker between
+    trials (cnnlab.workflows.search.worker)."""
 
     def __init__(self):
         self.stop = None
@@ -433,7 +435,7 @@ class Trainer:
                 self.open()
                 self.table.header()
                 self._in_epoch, self._t0 = False, time.perf_counter()
-                with _Signals() as self.signals, StepBar(self.steps_per_epoch, disable=self.quiet) as self.bar:
+                with StopSignals() as self.signals, StepBar(self.steps_per_epoch, disable=self.quiet) as self.bar:
                     while not self.progress.done and self.progress.epoch < self.config.epochs:
                         self._train_epoch()
                         self._end_epoch()

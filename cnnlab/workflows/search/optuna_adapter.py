@@ -134,9 +134,9 @@ def trial_of(study, number: int):
     return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
 
 
-def retried_trial(study, number: int) -> int | None:
-    """The trial that trial `number` retries (the last in its retry history), or None."""
-    history = trial_of(study, number).system_attrs.get("retry_history") or []
+def retried_trial(frozen) -> int | None:
+    """The trial that `frozen` (a FrozenTrial) retries (the last in its retry history), or None."""
+    history = frozen.system_attrs.get("retry_history") or []
     return history[-1] if history else None
 
 
@@ -245,7 +245,7 @@ def fail_unstarted(study, after: float):
             except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # another worker failed it first
                 continue
             if t.system_attrs.get("retry_history"):
-                retry_callback()(study, trial_of(study, t.number))
+                retry_callback()(study, t)
 
 
 def fail_dead(study, after: float):

@@ -140,9 +140,10 @@ class PruneReport(Hook):
     ends after that epoch, its directory complete; `pruned_at` records the epoch). Measured reason:
     with a one-cycle schedule the epoch at a rung can be the schedule's peak, where the epoch's error
     jumps (resnet20's lr search on CIFAR-10, 9-epoch trials, rung at 3: the objective at epoch 3 was
-    +2.5, +2.6, +0.5 and -0.1 from epoch 2's in four trials); a rung judged on that one epoch ranks noise. After the trial's last epoch (`epochs`) the
-    pruner is not asked: the trial has trained in full, and a rung at that epoch would throw its
-    result away. Multi-objective studies are not pruned (Optuna's pruners take one value)."""
+    +2.5, +2.6, +0.5 and -0.1 from epoch 2's in four trials); a rung judged on that one epoch ranks
+    noise. After the trial's last epoch (`epochs`) the pruner is not asked: the trial has trained in
+    full, and a rung at that epoch would throw its result away. Multi-objective studies are not
+    pruned (Optuna's pruners take one value)."""
 
     def __init__(self, trial, search: Search, cost: dict, epochs: int | None = None, reported: dict | None = None):
         self.trial, self.search, self.cost, self.epochs = trial, search, cost, epochs
@@ -169,12 +170,12 @@ class PruneReport(Hook):
 AGAIN = "run the same cnnlab search command again to continue where it stopped"
 
 
-def interrupted_run(search: Search, study, trial, config) -> Path | None:
-    """trials/NNNN/ of the trial `trial` retries (one stopped by a signal, or a killed worker's; see
-    optuna_adapter) when that run has a checkpoint and trains `config`; None when there is nothing
-    to continue (cut before its first checkpoint, or the search's base changed since). A run that
-    had finished when its worker died is taken as it is."""
-    number = retried_trial(study, trial.number)
+def interrupted_run(search: Search, frozen, config) -> Path | None:
+    """trials/NNNN/ of the trial `frozen` (a FrozenTrial) retries (one stopped by a signal, or a
+    killed worker's; see optuna_adapter) when that run has a checkpoint and trains `config`; None
+    when there is nothing to continue (cut before its first checkpoint, or the search's base changed
+    since). A run that had finished when its worker died is taken as it is."""
+    number = retried_trial(frozen)
     if number is None:
         return None
     run = RunDir(search.dir.trial_dir(number))
@@ -221,12 +222,14 @@ def run_trial(search: Search, study, rdb, trial, shape, classes: int):
         raise optuna.TrialPruned()
     if run_dir.exists():  # a stale directory of a trial number reused after a crash: start clean
         shutil.rmtree(run_dir)
-    earlier = interrupted_run(search, study, trial, config)
-    report = PruneReport(trial, search, cost, config.epochs, trial_of(study, trial.number).intermediate_values)
+    frozen = trial_of(study, trial.number)  # its retry history and reported epochs, which a Trial hides
+    earlier = interrupted_run(search, frozen, config)
+    report = PruneReport(trial, search, cost, config.epochs, frozen.intermediate_values)
     try:
         if earlier is not None:  # the run of the trial this one retries: moved here, continued exactly
             os.replace(earlier, run_dir)
-            summary = RunDir(run_dir).read_summary() if RunDir(run_dir).finished() else None
+            moved = RunDir(run_dir)
+            summary = moved.read_summary() if moved.finished() else None
             if summary is None:
                 summary = train(None, resume=str(run_dir), quiet=True, hooks=[report])
             elif summary["epochs_run"] < config.epochs:  # it had finished, stopped by the pruner
@@ -276,9 +279,12 @@ def work(search: Search, storage: str | None = None, log=print, worker: int = 0)
     # the last trials, this one waits (a trial of a killed worker comes back after stale_after s).
     # Ctrl-C or SIGTERM outside a trial's training (the trainer has its own handler there) is noted
     # and the loop stops before the next trial: a trial just finishing is recorded, not cut.
-    with _StopBetweenTrials() as stop:
+    from cnnlab.train.loop import Interrupted, StopSignals
+
+    with StopSignals() as signals:
         while finished(study) < search.trials:
-            stop.check()
+            if signals.stop:
+                raise Interrupted(f"stopped by {signals.stop} between trials; {AGAIN}", f"stopped by {signals.stop}")
             fail_dead(study, search.stale_after)
             if finished(study) + running(study) >= search.trials:
                 time.sleep(1.0)
@@ -286,36 +292,3 @@ def work(search: Search, storage: str | None = None, log=print, worker: int = 0)
             study.optimize(objective, n_trials=1, catch=(), callbacks=[said])
     return study
 
-
-class _StopBetweenTrials:
-    """SIGINT/SIGTERM noted while a worker is between trials (or costing, or recording one); `check`
-    then stops it with one line. A second signal stops at once. In a thread other than the main
-    one (where Python cannot take signals) nothing is installed."""
-
-    def __enter__(self):
-        import signal
-        import threading
-
-        self.signal, self.stopped, self.old = None, None, {}
-        if threading.current_thread() is threading.main_thread():
-            self.old = {s: signal.signal(s, self._note) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _note(self, signum, frame):
-        import signal
-
-        if self.stopped:
-            raise KeyboardInterrupt
-        self.stopped = signal.Signals(signum).name
-
-    def check(self):
-        from cnnlab.train.loop import Interrupted
-
-        if self.stopped:
-            raise Interrupted(f"stopped by {self.stopped} between trials; {AGAIN}", f"stopped by {self.stopped}")
-
-    def __exit__(self, *exc):
-        import signal
-
-        for s, handler in self.old.items():
-            signal.signal(s, handler)
