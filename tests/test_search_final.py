@@ -96,6 +96,46 @@ def test_a_candidate_over_the_bound_never_trains(tmp_path):
     assert bound_failure(search, study, cost) is None
 
 
+def test_near_twins_of_a_better_trial_are_not_finalists(tmp_path):
+    """A trial of the same model whose searched numbers are within final.same_within of a better
+    trial's, or that differs only at test time (tta), would train the same network again: the slot
+    goes to the next distinct candidate. A categorical difference, or a number further apart, is a
+    candidate of its own; same_within 0 keeps every value apart; a final stage already begun keeps
+    its finalists."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from cnnlab.workflows.search.final import finalists
+
+    def trial(number, model, error, lr, optimizer="sgd", tta=False):
+        return optuna.trial.create_trial(
+            params={"lr": lr, "optimizer": optimizer, "tta": tta}, value=error / 12 + 0.1,
+            distributions={"lr": FloatDistribution(0.01, 1, log=True),
+                           "optimizer": CategoricalDistribution(["sgd", "muon"]),
+                           "tta": CategoricalDistribution([False, True])},
+            user_attrs={"model": model, "error": error, "cycles": 30000})
+
+    trials = [trial(0, "a", 10.0, 0.122), trial(1, "a", 10.1, 0.1224, tta=True), trial(2, "a", 10.2, 0.13),
+              trial(3, "a", 10.3, 0.2), trial(4, "a", 10.4, 0.122, optimizer="muon"), trial(5, "b", 10.5, 0.122)]
+    for i, t in enumerate(trials):
+        t.number = i
+    space = {"spec": "c{w}k3-relu-fc4", "params": {"w": {"choices": [2, 4]}},
+             "train": {"lr": {"float": [0.01, 1], "log": True}, "optimizer": {"choices": ["sgd", "muon"]},
+                       "tta": {"choices": [False, True]}}}
+
+    def chosen(final, out):
+        search = load_search(_search_file(tmp_path, space=space, final=final), tmp_path / out)
+        return [t.number for t in finalists(search, trials)]
+
+    assert chosen({"top_k": 4}, "s1") == [0, 3, 4, 5]  # 1: 0.3 % and tta; 2: 6 % apart in lr
+    assert chosen({"top_k": 4, "same_within": 0.05}, "s2") == [0, 2, 3, 4]
+    assert chosen({"top_k": 6, "same_within": 0}, "s3") == [0, 1, 2, 3, 4, 5]
+    begun = SearchDir(tmp_path / "s4")
+    for number in (0, 1):  # an earlier rule chose the near-twins 0 and 1: their final runs stay finalists
+        begun.final_dir(number, 0).mkdir(parents=True)
+    assert chosen({"top_k": 2}, "s4") == [0, 1]
+
+
 def _final_summaries(out):
     return {p.name: p / "summary.json" for p in sorted(SearchDir(out).final_runs.iterdir()) if p.is_dir()}
 
@@ -275,6 +315,8 @@ def test_a_zoo_model_s_options_are_searched_through_its_call_form(tmp_path):
     ({"final": {"runs": 2}}, "final.runs: unknown key"),
     ({"final": {"seeds": 2, "select_seeds": 3}}, "final.select_seeds: 3 is more than final.seeds (2)"),
     ({"final": {"select_seeds": 0}}, "final.select_seeds must be a whole number of at least 1"),
+    ({"final": {"same_within": 1.5}}, "final.same_within must be a fraction from 0"),
+    ({"final": {"same_within": "close"}}, "final.same_within must be a fraction from 0"),
 ])
 def test_bad_stage_keys_are_one_line(tmp_path, capsys, change, message):
     path = _search_file(tmp_path, **change)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -79,6 +80,13 @@ class SearchDir:
     def final_dir(self, number: int, seed: int) -> Path:
         """final_runs/NNNN-sS/: the run directory of trial `number`'s candidate retrained with seed `seed`."""
         return self.final_runs / f"{int(number):0{TRIAL_DIGITS}d}-s{int(seed)}"
+
+    def final_trials(self) -> set[int]:
+        """The trial numbers with a final run directory (final_runs/NNNN-sS/): finalists already begun."""
+        if not self.final_runs.is_dir():
+            return set()
+        return {int(p.name.split("-s")[0]) for p in self.final_runs.iterdir()
+                if p.is_dir() and re.fullmatch(r"\d+-s\d+", p.name)}
 
     @contextmanager
     def claim(self, run_dir):

@@ -6,7 +6,9 @@
     win = chosen(search, jobs, rows)                  # the winner's row, chosen on the selection runs
 
 The finalists are the `final.top_k` complete trials with the lowest competition metric on the
-validation split (their search figures), distinct in model spec and searched training values.
+validation split (their search figures), distinct candidates: a trial that would train the network of
+a better one again (the same model spec and searched training values, numbers within
+`final.same_within` of each other, test-time keys such as tta aside) gives its slot to the next.
 Each is retrained `final.seeds` times into an ordinary run directory,
 SEARCH_DIR/final_runs/NNNN-sS/ (`SearchDir.final_dir`), with the trial's own config (the search's
 base, its searched values and its model), `final.epochs`, seed base + S, and `final.train`'s keys.
@@ -40,6 +42,7 @@ from cnnlab.cost.score import ranking_metric
 from cnnlab.dirs.run import RunDir
 from cnnlab.workflows.search.objectives import OBJECTIVES
 from cnnlab.workflows.search.space import Search
+from cnnlab.workflows.search.stages import TEST_TIME
 from cnnlab.workflows.search.worker import AGAIN, candidate_cost
 
 
@@ -55,19 +58,43 @@ def search_metric(attrs: dict) -> float:
     return OBJECTIVES["competition"].value(attrs)
 
 
+def same_candidate(a, b, train_keys, within: float) -> bool:
+    """Trials `a` and `b` would train one network twice: the same model spec, the same value of each
+    searched training key that is not test-time (TEST_TIME), and every numeric one within `within`
+    of each other (relative to the larger). A search's sampler proposes such near-twins around its
+    best point (two trials 0.3 % apart in learning rate, one with flip TTA, took both finalist slots
+    of a 2-finalist FastNet search); a finalist slot is worth a different network."""
+    if a.user_attrs["model"] != b.user_attrs["model"]:
+        return False
+    for k in train_keys:
+        if k in TEST_TIME:
+            continue
+        x, y = a.params.get(k), b.params.get(k)
+        if x == y:
+            continue
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y))
+        if not numeric or abs(x - y) > within * max(abs(x), abs(y)):
+            return False
+    return True
+
+
 def finalists(search: Search, trials) -> list:
-    """The top_k complete trials by competition metric on validation, distinct candidates, best first."""
+    """The top_k complete trials by competition metric on validation, distinct candidates (no two
+    `same_candidate` within final.same_within), best first. A final stage already begun keeps its
+    finalists (the trials with a final run directory), whatever the rule said when it began."""
     from optuna.trial import TrialState
 
-    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and "error" in t.user_attrs),
-                  key=lambda t: (search_metric(t.user_attrs), t.number))
-    chosen, seen = [], set()
+    def rank(t):
+        return search_metric(t.user_attrs), t.number
+
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and "error" in t.user_attrs), key=rank)
+    begun = search.dir.final_trials()
+    chosen = [t for t in done if t.number in begun]
     for t in done:
-        key = (t.user_attrs["model"], tuple(sorted((k, t.params.get(k)) for k in search.train)))
-        if key not in seen:
-            seen.add(key)
+        if t.number not in begun and not any(same_candidate(t, c, search.train, search.final.same_within)
+                                             for c in chosen):
             chosen.append(t)
-    return chosen[:search.final.top_k]
+    return sorted(chosen[:search.final.top_k], key=rank)
 
 
 def final_config(search: Search, trial, seed: int, run_dir) -> TrainConfig:

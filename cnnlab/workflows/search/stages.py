@@ -8,14 +8,16 @@
     bound_prune: true          # a candidate whose cycles / 300000 alone reach the best metric never trains
     final: {top_k: 3, epochs: 30, seeds: 1, train: {val_size: 5000}}
     final: {top_k: 2, epochs: 40, seeds: 3, select_seeds: 1}   # the winner alone trains its 2nd and 3rd seed
+    final: {top_k: 2, same_within: 0}   # finalists distinct in any searched value (default 0.1: 10 %)
 
 Fidelity is epochs. A trial trains up to `max_epochs` (the base's `epochs` when left out) and
 reports its running objective after each epoch; Optuna's successive halving stops it at a rung
 (min_epochs * reduction_factor^k epochs) unless it is among the best 1 / reduction_factor of the
 trials that reached that rung; Hyperband runs several such brackets, each starting its rungs later.
 
-The final stage retrains the `top_k` best candidates (competition metric on the validation split)
-with the full budget: each trial's own config with `epochs`, the seed of each of `seeds` runs, and
+The final stage retrains the `top_k` best candidates (competition metric on the validation split;
+a trial of the same model whose searched numbers are within `same_within` of a better one's, its
+test-time keys aside, is that candidate again and not a finalist) with the full budget: each trial's own config with `epochs`, the seed of each of `seeds` runs, and
 the keys of `train` replaced. `train` may not name a searched key (each candidate keeps its own
 value), nor model, out, seed or epochs (given here by the stage itself). With `select_seeds` below
 `seeds`, every finalist trains `select_seeds` runs, the winner is chosen on those, and the winner
@@ -34,7 +36,8 @@ from cnnlab.errors import CnnlabError
 
 PRUNERS = ("hyperband", "halving", "median", "none")
 FIDELITY_KEYS = ("min_epochs", "max_epochs", "reduction_factor")
-FINAL_KEYS = ("top_k", "epochs", "seeds", "select_seeds", "train")
+FINAL_KEYS = ("top_k", "epochs", "seeds", "select_seeds", "same_within", "train")
+TEST_TIME = ("tta",)  # training config keys that change how a trained net predicts, not how it trains
 FINAL_OWN = ("model", "out", "seed", "epochs")  # the final stage sets these itself
 
 
@@ -63,6 +66,7 @@ class Final:
     seeds: int = 1
     train: dict = field(default_factory=dict)
     select_seeds: int | None = None  # runs per finalist before the winner is chosen; None: all `seeds`
+    same_within: float = 0.1  # two trials of one model whose searched numbers differ by less are one finalist
 
     @property
     def screening(self) -> int:
@@ -136,6 +140,10 @@ def load_final(d: dict, at, base: dict, searched: set, top_k: int | None = None)
     if select is not None and _count(select, at("final", "select_seeds")) > seeds:
         raise CnnlabError(f"{at('final', 'select_seeds')}: {select} is more than final.seeds ({seeds}): the winner's "
                           "seeds include the ones that chose it; lower select_seeds or raise seeds")
+    within = f.get("same_within", 0.1)
+    if not isinstance(within, (int, float)) or isinstance(within, bool) or not 0 <= within < 1:
+        raise CnnlabError(f"{at('final', 'same_within')} must be a fraction from 0 (only equal values are one "
+                          f"candidate) to below 1, e.g. 0.1, got {within!r}")
     train = f.get("train") or {}
     if not isinstance(train, dict):
         raise CnnlabError(f"{at('final', 'train')} must be a mapping of training config keys to values, got {train!r}")
@@ -151,4 +159,4 @@ def load_final(d: dict, at, base: dict, searched: set, top_k: int | None = None)
         if key not in TrainConfig.__dataclass_fields__:
             raise CnnlabError(f"{where}: not a training config key (`cnnlab train --help` lists them)")
     TrainConfig.from_dict({**base, **train, "epochs": epochs, "out": None}, where=at("final", "train"))
-    return Final(k, epochs, seeds, dict(train), select)
+    return Final(k, epochs, seeds, dict(train), select, float(within))
