@@ -17,11 +17,11 @@ trials that reached that rung; Hyperband runs several such brackets, each starti
 
 The final stage retrains the `top_k` best candidates (competition metric on the validation split;
 a trial of the same model whose searched numbers are within `same_within` of a better one's, its
-test-time keys aside, is that candidate again and not a finalist) with the full budget: each trial's own config with `epochs`, the seed of each of `seeds` runs, and
-the keys of `train` replaced. `train` may not name a searched key (each candidate keeps its own
-value), nor model, out, seed or epochs (given here by the stage itself). With `select_seeds` below
-`seeds`, every finalist trains `select_seeds` runs, the winner is chosen on those, and the winner
-alone trains the rest: its mean ± std is over `seeds` runs, at top_k * select_seeds + seeds -
+test-time keys aside, is that candidate again and not a finalist) with the full budget: each
+trial's own config with `epochs`, the seed of each of `seeds` runs, and the keys of `train` replaced.
+`train` may not name a searched key (each candidate keeps its own value), nor model, out, seed or
+epochs (given here by the stage itself). With `select_seeds` below `seeds`, every finalist trains
+`select_seeds` runs, the winner is chosen on those, and the winner alone trains the rest: its mean ± std is over `seeds` runs, at top_k * select_seeds + seeds -
 select_seeds runs instead of top_k * seeds (4 instead of 6 for the line above).
 
 `at` names a place of the file for an error line (space.Where); every problem is one CnnlabError.
