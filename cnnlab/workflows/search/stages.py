@@ -21,8 +21,9 @@ test-time keys aside, is that candidate again and not a finalist) with the full 
 trial's own config with `epochs`, the seed of each of `seeds` runs, and the keys of `train` replaced.
 `train` may not name a searched key (each candidate keeps its own value), nor model, out, seed or
 epochs (given here by the stage itself). With `select_seeds` below `seeds`, every finalist trains
-`select_seeds` runs, the winner is chosen on those, and the winner alone trains the rest: its mean ± std is over `seeds` runs, at top_k * select_seeds + seeds -
-select_seeds runs instead of top_k * seeds (4 instead of 6 for the line above).
+`select_seeds` runs, the winner is chosen on those, and the winner alone trains the rest: its mean
+± std is over `seeds` runs, at top_k * select_seeds + seeds - select_seeds runs instead of top_k *
+seeds (4 instead of 6 for the line above).
 
 `at` names a place of the file for an error line (space.Where); every problem is one CnnlabError.
 """
@@ -140,7 +141,7 @@ def load_final(d: dict, at, base: dict, searched: set, top_k: int | None = None)
     if select is not None and _count(select, at("final", "select_seeds")) > seeds:
         raise CnnlabError(f"{at('final', 'select_seeds')}: {select} is more than final.seeds ({seeds}): the winner's "
                           "seeds include the ones that chose it; lower select_seeds or raise seeds")
-    within = f.get("same_within", 0.1)
+    within = f.get("same_within", Final.same_within)
     if not isinstance(within, (int, float)) or isinstance(within, bool) or not 0 <= within < 1:
         raise CnnlabError(f"{at('final', 'same_within')} must be a fraction from 0 (only equal values are one "
                           f"candidate) to below 1, e.g. 0.1, got {within!r}")

@@ -291,4 +291,3 @@ def work(search: Search, storage: str | None = None, log=print, worker: int = 0)
                 continue
             study.optimize(objective, n_trials=1, catch=(), callbacks=[said])
     return study
-
