@@ -369,17 +369,25 @@ def test_test_time_augmentation_multiplies_the_cost_per_image():
     assert costs[2]["params"] == costs[0]["params"] and costs[2]["peak_activation"] == costs[0]["peak_activation"]
 
 
+def _holder(sd, runs):
+    """A live process that holds the claim of each of `runs` (final run folders of SearchDir `sd`)
+    until it is killed."""
+    runs = [str(r) for r in runs]
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from cnnlab.dirs import SearchDir; "
+                               f"cs = [SearchDir({str(sd.path)!r}).claim(r) for r in {runs!r}]; "
+                               "assert all(c.__enter__() for c in cs); print('held', flush=True); time.sleep(300)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
 def test_a_final_run_is_held_by_one_live_process(tmp_path):
     """SearchDir.claim: while another process holds a final run, this one is refused it; once that
     process has exited (even killed), the run is free again."""
     sd = SearchDir(tmp_path / "s")
     run = sd.final_dir(3, 0)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from cnnlab.dirs import SearchDir; "
-                               f"c = SearchDir({str(sd.path)!r}).claim({str(run)!r}); assert c.__enter__(); "
-                               "print('held', flush=True); time.sleep(60)"],
-                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    holder = _holder(sd, [run])
     try:
-        assert holder.stdout.readline().strip() == "held"
         with sd.claim(run) as mine:
             assert mine is False
     finally:
@@ -389,6 +397,37 @@ def test_a_final_run_is_held_by_one_live_process(tmp_path):
         assert mine is True
         with SearchDir(sd.path).claim(run) as again:  # another open file of this process: refused too
             assert again is False
+
+
+def test_a_command_with_no_final_run_left_waits_for_the_others_before_writing_best_json(tmp_path):
+    """Two commands share one study: while another process holds a final run (here a process that
+    holds seed 1's claim, as a second `cnnlab search` training it would), this command, its own
+    seed done, waits instead of writing best.json over one seed; when that process dies, it takes
+    the run over and best.json holds both seeds."""
+    final = {"top_k": 1, "epochs": 2, "seeds": 2}
+    path = _search_file(tmp_path, base=BASE, space=SPACE, trials=2, sampler="random", constraints={},
+                        bound_prune=False, final=final)
+    sd = SearchDir(tmp_path / "s")
+    holder = _holder(sd, [sd.final_dir(number, 1) for number in (0, 1)])  # seed 1 of either trial: the finalist's
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "search", str(path), "--out", str(sd.path), "--json"],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        said = []
+        for line in proc.stderr:  # the log; best.json's dict comes on stdout at the end
+            said.append(line)
+            if "waiting for 1 final run(s) another process trains" in line:
+                break
+        assert proc.poll() is None and not sd.best_json.exists(), "".join(said)
+        assert any(re.search(r"final \[1/2\] trial \d+ seed 0: validation error", s) for s in said), "".join(said)
+    finally:
+        holder.kill()
+        holder.wait()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    best = json.loads(out)
+    assert best["seeds"] == 2 and [r["seed"] for r in best["final"]["runs"]] == [0, 1]
+    assert re.search(r"final \[2/2\] trial \d+ seed 1: training", err), err
+    assert SearchDir(sd.path).read_best()["seeds"] == 2
 
 
 def _search_vs_zoo():

@@ -21,7 +21,8 @@ winner is chosen, never skipped.
 Resuming: a finished final run (summary.json) is never trained again; one cut after its first
 checkpoint resumes from it exactly (as `cnnlab train --resume`); one cut before starts over.
 Several processes may run the stage at once: each takes the next run no other live process holds
-(`SearchDir.claim`), so the `--workers` of a search share its final runs.
+(`SearchDir.claim`), so the `--workers` of a search share its final runs, and each waits until
+every run is in (a run whose process died is taken over), so no process reports a stage half done.
 
 The trainer evaluates each final run on the test split once, with its best-validation weights
 (summary.json's test_acc); `finalist_figures` reads that number and never evaluates again. The
@@ -33,7 +34,6 @@ from __future__ import annotations
 import shutil
 import statistics
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,17 +135,6 @@ def settled(jobs: list[FinalJob]) -> bool:
     return all(RunDir(j.run_dir).finished() or _diverged_mark(j.run_dir).exists() for j in jobs)
 
 
-def _held(search: Search, jobs: list[FinalJob]) -> bool:
-    """Another live process trains one of `jobs`."""
-    for job in jobs:
-        if settled([job]):
-            continue
-        with search.dir.claim(job.run_dir) as mine:
-            if not mine:
-                return True
-    return False
-
-
 def winner(rows: list[dict]) -> dict | None:
     """The finalist row (finalist_figures) with the lowest mean competition metric on validation
     over its finished runs, ties to the earlier trial; None when no run finished."""
@@ -181,19 +170,6 @@ def final_jobs(search: Search, trials, shape=None, classes: int | None = None) -
     return jobs + [_job(search, t, s) for s in range(base_seed + f.screening, base_seed + f.seeds)]
 
 
-@contextmanager
-def _claim(search: Search, run_dir):
-    """SearchDir.claim, asked twice half a second apart: another process's `_held` holds a free
-    run's lock for an instant while it looks, and must not keep the run from its trainer."""
-    with search.dir.claim(run_dir) as mine:
-        if mine:
-            yield True
-            return
-    time.sleep(0.5)
-    with search.dir.claim(run_dir) as mine:
-        yield mine
-
-
 def default_trainer(config, resume=None) -> dict:
     from cnnlab.train.loop import train
 
@@ -212,7 +188,7 @@ def run_final(search: Search, jobs: list[FinalJob], log=print, trainer=None) -> 
         label = f"final [{i}/{len(jobs)}] trial {job.trial} seed {job.seed}"
         if settled([job]):  # finished, or diverged (delete its .diverged mark to try it again)
             continue
-        with _claim(search, job.run_dir) as mine:
+        with search.dir.claim(job.run_dir) as mine:
             if not mine or settled([job]):  # another process trains it, or has just finished it
                 continue
             try:
@@ -288,8 +264,11 @@ def finalist_figures(search: Search, trials, jobs: list[FinalJob], shape, classe
 def final_stage(search: Search, storage: str | None = None, log=print, poll: float = 10.0) -> int:
     """The final stage of a search whose trials are all in: its finalists' runs trained or resumed
     (this process's share, with other processes running it at once); returns the runs it trained.
-    With selection runs, a process that has none left waits for the others' to finish before it
-    takes a share of the winner's seeds."""
+    It returns once every final run is settled: a run another live process trains is waited for,
+    and taken over (resumed from its checkpoint) if that process dies. So a process with nothing
+    left to take never reports a stage half done: with selection runs it waits for the others'
+    before the winner is chosen, and two `cnnlab search` commands sharing one study each end with
+    every seed in (best.json is written over all of them, by both)."""
     from cnnlab.workflows.search.optuna_adapter import open_study
 
     trials = open_study(search, storage).get_trials(deepcopy=False)
@@ -300,12 +279,16 @@ def final_stage(search: Search, storage: str | None = None, log=print, poll: flo
                 f"then the winner's other {f.seeds - f.screening}; {f.epochs} epochs each")
         else:
             log(f"final stage: {len(first) // f.seeds} finalist(s) x {f.seeds} seed(s), {f.epochs} epochs each")
-    trained = run_final(search, final_jobs(search, trials), log)
-    if f.screening < f.seeds and first:
-        while not settled(first):  # the others' selection runs; one no live process holds, this one takes
-            if _held(search, first):
-                time.sleep(poll)
-            else:
-                trained += run_final(search, first, log)
-        trained += run_final(search, final_jobs(search, trials), log)
-    return trained
+    trained, told = 0, None
+    while True:
+        jobs = final_jobs(search, trials)  # the selection runs, then (once they are settled) the winner's seeds too
+        trained += run_final(search, jobs, log)
+        left = [j for j in jobs if not settled([j])]  # each held by another live process: run_final took the rest
+        if not left:
+            if len(final_jobs(search, trials)) == len(jobs):
+                return trained
+            continue
+        if told != len(left):
+            log(f"final stage: waiting for {len(left)} final run(s) another process trains")
+            told = len(left)
+        time.sleep(poll)
