@@ -567,7 +567,12 @@ def test_a_stopped_two_worker_search_stops_every_worker_and_continues(tmp_path):
             len(busy) == 2 and all(_epochs_done(SearchDir(out).trial_dir(n)) >= 2 for n in busy)):
         busy = _running_workers(out)
         time.sleep(0.05)
-    assert len(busy) == 2, "both workers should be inside a trial"
+    if len(busy) != 2:  # say why: the command had ended (its last lines say how), or its workers were slow
+        running = proc.poll() is None
+        proc.send_signal(signal.SIGTERM)  # forwarded to its workers
+        said = proc.communicate(timeout=60)[1]
+        pytest.fail(f"both workers should be inside a trial, {len(busy)} were after {time.time() - deadline + 120:.0f} "
+                    f"s; the command {'was still running' if running else 'had exited'}: {said[-2000:]}")
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130, err
