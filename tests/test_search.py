@@ -515,17 +515,17 @@ def _epochs_done(run_dir) -> int:
         return 0
 
 
-def _assert_continued(out, stopped: int, retry, pruned: bool = False) -> None:
-    """`retry` (a FrozenTrial) continued trial `stopped`'s run: its directory moved, every epoch
-    trained once (and, in a `pruned` search, reported to the pruner once), the stopped run resumed
-    from its checkpoint."""
+def _assert_continued(out, stopped: int, retry, pruned: bool = False, epochs: int = LONG["epochs"]) -> None:
+    """`retry` (a FrozenTrial) continued trial `stopped`'s run: its directory moved, every one of
+    its `epochs` trained once (and, in a `pruned` search, reported to the pruner once), the stopped
+    run resumed from its checkpoint."""
     sd = SearchDir(out)
     assert retry.state.name == "COMPLETE" and retry.system_attrs["retry_history"][-1] == stopped
     assert not sd.trial_dir(stopped).exists()
     run = RunDir(sd.trial_dir(retry.number))
-    assert [int(m["epoch"]) for m in run.read_metrics()] == list(range(1, LONG["epochs"] + 1))
+    assert [int(m["epoch"]) for m in run.read_metrics()] == list(range(1, epochs + 1))
     assert any(line.startswith("resumed at epoch") for line in run.read_log())
-    assert sorted(retry.intermediate_values) == (list(range(1, LONG["epochs"] + 1)) if pruned else [])
+    assert sorted(retry.intermediate_values) == (list(range(1, epochs + 1)) if pruned else [])
 
 
 def test_a_stopped_search_continues_its_trial_from_its_checkpoint(tmp_path):
@@ -557,7 +557,11 @@ def test_a_stopped_two_worker_search_stops_every_worker_and_continues(tmp_path):
     """SIGTERM to `cnnlab search --workers 2` while both workers train: the signal reaches each
     worker, every process has exited when the command returns 130, and the next run continues
     both stopped trials from their checkpoints."""
-    path = _search_file(tmp_path, base=LONG, trials=2, constraints={}, stale_after=60)  # no trial seen as stale
+    # trials 3x LONG's: a worker slow to start (a cold machine's first imports) would otherwise find
+    # the other's first trial done and both trials taken, and no moment would have both inside one
+    epochs = 3 * LONG["epochs"]
+    path = _search_file(tmp_path, base={**LONG, "epochs": epochs}, trials=2, constraints={},
+                        stale_after=60)  # no trial seen as stale
     out = tmp_path / "s"
     cmd = [sys.executable, "-m", "cnnlab", "search", str(path), "--out", str(out), "--workers", "2"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -587,7 +591,7 @@ def test_a_stopped_two_worker_search_stops_every_worker_and_continues(tmp_path):
         if next(t for t in trials if t.number == n).state.name == "COMPLETE":
             continue
         retry = next(t for t in trials if t.system_attrs.get("retry_history", [])[-1:] == [n])
-        _assert_continued(out, n, retry)
+        _assert_continued(out, n, retry, epochs=epochs)
     assert sum(t.state.name == "COMPLETE" for t in trials) == 2
 
 
