@@ -279,14 +279,15 @@ def final_stage(search: Search, storage: str | None = None, log=print, poll: flo
                 f"then the winner's other {f.seeds - f.screening}; {f.epochs} epochs each")
         else:
             log(f"final stage: {len(first) // f.seeds} finalist(s) x {f.seeds} seed(s), {f.epochs} epochs each")
-    trained, told = 0, None
+    trained, told, jobs = 0, None, final_jobs(search, trials)
     while True:
-        jobs = final_jobs(search, trials)  # the selection runs, then (once they are settled) the winner's seeds too
         trained += run_final(search, jobs, log)
         left = [j for j in jobs if not settled([j])]  # each held by another live process: run_final took the rest
         if not left:
-            if len(final_jobs(search, trials)) == len(jobs):
+            more = final_jobs(search, trials)  # once the selection runs are settled, the winner's seeds join them
+            if len(more) == len(jobs):
                 return trained
+            jobs = more
             continue
         if told != len(left):
             log(f"final stage: waiting for {len(left)} final run(s) another process trains")
