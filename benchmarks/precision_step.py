@@ -17,8 +17,9 @@ model's training FLOPs, nearly all of them convolutions', over that time).
 
 Why it exists: whether bf16 pays depends on the CPU. Where AMX is exposed, bf16 matmuls run several
 times the fp32 rate and `precision: bf16` is the fast choice; where the CPU has AVX-512 BF16 but no
-AMX (or shows none to a virtual machine), bf16 convolutions run at about the fp32 rate and the
-casts are extra work (BENCHMARKS.md, "Precision of a small net's training step").
+AMX (or shows none to a virtual machine), bf16 convolutions ran slower than fp32's and only the
+memory-bound work (batch norm, activations, pooling) gained, so a small net's step took as long in
+either (BENCHMARKS.md, "Precision of a small net's training step").
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 
 from cnnlab.config import TrainConfig
 from cnnlab.envinfo import environment
+from cnnlab.errors import CnnlabError
 from cnnlab.models.summary import count_macs
 from cnnlab.train.torch_engine import TorchEngine
 from time_to_accuracy import matmul_flops  # this folder's
@@ -71,7 +73,10 @@ def main(argv=None):
         config = TrainConfig(model=args.model, precision=prec, channels_last=fmt == "channels_last",
                              optimizer=args.optimizer, lr=0.03, epochs=1, schedule="onecycle",
                              batch_size=args.batch_size, label_smoothing=0.1)
-        engines[prec, fmt] = TorchEngine(config, classes, shape, steps_per_epoch=10 * args.rounds)
+        try:
+            engines[prec, fmt] = TorchEngine(config, classes, shape, steps_per_epoch=10 * args.rounds)
+        except CnnlabError as e:  # a bad spec or model name: one line, exit 2
+            p.error(str(e))
     times = {c: [] for c in combos}
     for _ in range(args.rounds):
         for c, engine in engines.items():
@@ -86,9 +91,9 @@ def main(argv=None):
     print(f"{env['cpu_model']}, {env['cpu_cores']} cores, torch {env['torch']}, {args.threads} thread(s); "
           f"batch {args.batch_size}, {args.optimizer}; {macs / 1e6:.1f} M MACs per image, "
           f"{flops / 1e9:.1f} GFLOP per training step")
-    print("matmul rate (2048 x 2048): " + ", ".join(f"{prec} {rates[prec] / 1e9:.0f} GFLOP/s" for prec in precisions)
-          + f"; floor {1000 * flops / max(rates.values()):.1f} ms per step at the fastest")
     floor = flops / max(rates.values())
+    print("matmul rate (2048 x 2048): " + ", ".join(f"{prec} {rates[prec] / 1e9:.0f} GFLOP/s" for prec in precisions)
+          + f"; floor {1000 * floor:.1f} ms per step at the fastest")
     base = statistics.median(times[combos[0]][1:])
     conv = {c: conv_share(engines[c], x, y) for c in combos} if args.profile else {}
     print(f"{'precision':>9}  {'format':<14}{'step ms':>9}{'ms/image':>10}{'x first':>9}{'x floor':>9}"
