@@ -34,13 +34,13 @@ from cnnlab.config import TrainConfig
 from cnnlab.envinfo import environment
 from cnnlab.errors import CnnlabError
 from cnnlab.models.summary import count_macs
-from cnnlab.train.torch_engine import TorchEngine
+from cnnlab.train.torch_engine import PRECISIONS, TorchEngine
 from time_to_accuracy import matmul_flops  # this folder's
 
 # the network examples/search-competition-residual.yaml chose (BENCHMARKS.md): 82,952 cycles
 DEFAULT_MODEL = ("c32k3-bn-relu-p2-[r[c32k3-bn-relu-c32k3-bn]x1-relu]x1-c48k3-bn-relu-p2-c128k3-bn-relu-p2-"
                  "[r[c128k3-bn-relu-c128k3-bn]x1-relu]x1-gap")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {name: dtype or torch.float32 for name, dtype in PRECISIONS.items()}  # the engine's vocabulary
 
 
 def main(argv=None):
@@ -57,9 +57,6 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     precisions = args.precisions.split(",")
     formats = args.formats.split(",")
-    for name in precisions:
-        if name not in DTYPES:
-            p.error(f"unknown precision {name!r}: choose from {', '.join(DTYPES)} (fp16 needs CUDA)")
     for name in formats:
         if name not in ("channels_last", "contiguous"):
             p.error(f"unknown memory format {name!r}: channels_last or contiguous")
@@ -75,7 +72,7 @@ def main(argv=None):
                              batch_size=args.batch_size, label_smoothing=0.1)
         try:
             engines[prec, fmt] = TorchEngine(config, classes, shape, steps_per_epoch=10 * args.rounds)
-        except CnnlabError as e:  # a bad spec or model name: one line, exit 2
+        except CnnlabError as e:  # a bad spec, model name or precision (the engine's check): one line, exit 2
             p.error(str(e))
     times = {c: [] for c in combos}
     for _ in range(args.rounds):

@@ -27,7 +27,10 @@ def test_precision_step_times_every_precision_and_format_side_by_side():
 def test_precision_step_refuses_a_precision_the_cpu_cannot_train_in_and_a_bad_spec():
     proc = _run("precision_step.py", "--precisions", "fp32,fp16")
     assert proc.returncode == 2
-    assert "unknown precision 'fp16'" in proc.stderr and "Traceback" not in proc.stderr
+    assert "fp16 training needs a CUDA device" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _run("precision_step.py", "--precisions", "fp32,fp17")
+    assert proc.returncode == 2
+    assert "unknown precision 'fp17'" in proc.stderr and "Traceback" not in proc.stderr
     proc = _run("precision_step.py", "--model", "c8k3-zz")
     assert proc.returncode == 2
     assert "bad token 'zz'" in proc.stderr and "Traceback" not in proc.stderr
